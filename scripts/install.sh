@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs everything cairn needs on a fresh Debian 12 + Node 20 machine (run as root):
+# the Debian packages for FUSE mounts and filesystem tools used by image tests, then npm ci.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends \
+    libfuse2 fuse e2fsprogs dosfstools util-linux attr acl >/dev/null
+fi
+npm ci --no-audit --no-fund
