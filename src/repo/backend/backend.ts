@@ -1,0 +1,39 @@
+/**
+ * Named immutable objects. Names are `/`-separated relative paths such as `config`,
+ * `keys/<hex>`, `data/ab/<hex>`, `index/<hex>`, `snapshots/<hex>`, `locks/<hex>`.
+ * An object, once written, is never modified; it is only deleted (prune, lock release).
+ * Implementations: a local directory (here) and object stores (S3) behind the same contract.
+ */
+export interface Backend {
+  /** Human-readable location, used in messages. */
+  readonly location: string;
+  /** Names of all objects under a top-level folder (`data`, `index`, …), in any order. */
+  list(folder: string): AsyncIterable<ObjectInfo>;
+  /** Whole object, or `length` bytes at `offset`. Missing object: CairnError code NotFound. */
+  read(name: string, range?: ByteRange): Promise<Buffer>;
+  /**
+   * Writes an object atomically and durably: it is either absent or complete once this
+   * resolves, and survives a crash. Existing objects are not overwritten unless `overwrite`.
+   */
+  write(name: string, data: Uint8Array | readonly Uint8Array[], opts?: WriteOptions): Promise<void>;
+  /** Size of an object, or undefined when it does not exist. */
+  stat(name: string): Promise<ObjectInfo | undefined>;
+  /** Deletes an object; deleting a missing object is not an error. */
+  delete(name: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface ObjectInfo {
+  name: string;
+  size: number;
+}
+
+export interface ByteRange {
+  offset: number;
+  length: number;
+}
+
+export interface WriteOptions {
+  /** Replace an existing object (only locks are ever rewritten). */
+  overwrite?: boolean;
+}
