@@ -1,0 +1,206 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  type ChunkerParams,
+  DEFAULT_CHUNKER_PARAMS,
+  validateChunkerParams,
+} from '../chunker/index.js';
+import {
+  AesGcmSealer,
+  ChecksumSealer,
+  createKeyFile,
+  DEFAULT_KDF_PARAMS,
+  generateMasterKey,
+  type IdHasher,
+  type KdfParams,
+  keyedIdHasher,
+  type MasterKey,
+  openKeyFile,
+  plainIdHasher,
+  type Sealer,
+} from '../crypto/index.js';
+import { CairnError } from '../errors.js';
+import type { Backend } from './backend/backend.js';
+import { BlobStore } from './blob-store.js';
+import type { BlobWorkerInit } from './blob-worker.js';
+import { configMode, decodeConfig, encodeConfig, newRepoId, type RepoConfig } from './config.js';
+import { IndexView } from './index-view.js';
+import { Lock } from './lock.js';
+import {
+  listSnapshotIds,
+  loadSnapshot,
+  type Snapshot,
+  type StoredSnapshot,
+  saveSnapshot,
+} from './snapshot.js';
+
+/**
+ * Pack size: 16 MiB, as restic's default. Large enough that per-object costs (a file, an
+ * fsync, an S3 PUT) are amortised; small enough that a pack in memory per writer is cheap.
+ */
+export const DEFAULT_PACK_SIZE = 16 << 20;
+export const DEFAULT_COMPRESSION_LEVEL = 3;
+
+export interface InitOptions {
+  encryption: boolean;
+  password?: string;
+  chunker?: ChunkerParams;
+  kdf?: KdfParams;
+  packSize?: number;
+  compressionLevel?: number;
+  cacheDir: string;
+}
+
+export interface OpenOptions {
+  /** Asked only when the repository is encrypted. */
+  password?: () => Promise<string>;
+  cacheDir: string;
+  workers?: number;
+}
+
+/** An open repository: its backend, keys, config and (lazily) its blob store. */
+export class Repository {
+  private store: BlobStore | undefined;
+  private view: IndexView | undefined;
+
+  private constructor(
+    readonly backend: Backend,
+    readonly config: RepoConfig,
+    readonly sealer: Sealer,
+    readonly hashId: IdHasher,
+    readonly chunkerSeed: Buffer,
+    private readonly masterKey: MasterKey | undefined,
+    private readonly opts: OpenOptions,
+  ) {}
+
+  static async init(backend: Backend, opts: InitOptions): Promise<Repository> {
+    if (await backend.stat('config')) {
+      throw new CairnError(`a repository already exists at ${backend.location}`, 'RepoExists');
+    }
+    const chunker = opts.chunker ?? DEFAULT_CHUNKER_PARAMS;
+    validateChunkerParams(chunker);
+    const config: RepoConfig = {
+      version: 1,
+      id: newRepoId(),
+      created: new Date().toISOString(),
+      encryption: opts.encryption ? 'aes-256-gcm' : 'none',
+      chunker,
+      compression: { algorithm: 'zstd', level: opts.compressionLevel ?? DEFAULT_COMPRESSION_LEVEL },
+      packSize: opts.packSize ?? DEFAULT_PACK_SIZE,
+    };
+    let masterKey: MasterKey | undefined;
+    if (opts.encryption) {
+      if (!opts.password)
+        throw new CairnError(
+          'a password is required to create an encrypted repository',
+          'NoPassword',
+        );
+      masterKey = generateMasterKey();
+      const keyFile = await createKeyFile(opts.password, masterKey, opts.kdf ?? DEFAULT_KDF_PARAMS);
+      await backend.write(keyFileName(keyFile), keyFile);
+    } else {
+      config.chunkerSeed = randomBytes(32).toString('hex');
+    }
+    const repo = Repository.assemble(backend, config, masterKey, { cacheDir: opts.cacheDir });
+    // The config is written last: its presence is what makes the repository exist.
+    await backend.write('config', encodeConfig(config, repo.sealer));
+    return repo;
+  }
+
+  static async open(backend: Backend, opts: OpenOptions): Promise<Repository> {
+    const stored = await backend.read('config').catch((err) => {
+      if (err instanceof CairnError && err.code === 'NotFound') {
+        throw new CairnError(`repository ${backend.location} does not exist`, 'RepoNotFound');
+      }
+      throw err;
+    });
+    let masterKey: MasterKey | undefined;
+    if (configMode(stored) !== 'none') {
+      if (!opts.password)
+        throw new CairnError('this repository is encrypted: a password is required', 'NoPassword');
+      masterKey = await unlock(backend, await opts.password());
+    }
+    const sealer = masterKey ? new AesGcmSealer(masterKey.encryption) : new ChecksumSealer();
+    const config = decodeConfig(stored, sealer);
+    return Repository.assemble(backend, config, masterKey, opts);
+  }
+
+  private static assemble(
+    backend: Backend,
+    config: RepoConfig,
+    masterKey: MasterKey | undefined,
+    opts: OpenOptions,
+  ): Repository {
+    const sealer = masterKey ? new AesGcmSealer(masterKey.encryption) : new ChecksumSealer();
+    const hashId = masterKey ? keyedIdHasher(masterKey.ids) : plainIdHasher();
+    const seed = masterKey ? masterKey.chunker : Buffer.from(config.chunkerSeed!, 'hex');
+    return new Repository(backend, config, sealer, hashId, seed, masterKey, opts);
+  }
+
+  get cacheDir(): string {
+    return join(this.opts.cacheDir, this.config.id);
+  }
+
+  /** The local index view, brought up to date with the repository's index segments. */
+  async indexView(): Promise<IndexView> {
+    if (!this.view) {
+      await mkdir(this.cacheDir, { recursive: true, mode: 0o700 });
+      this.view = await IndexView.open(this.cacheDir);
+      await this.view.sync(this.backend, this.sealer);
+    }
+    return this.view;
+  }
+
+  async blobs(): Promise<BlobStore> {
+    if (!this.store) {
+      const view = await this.indexView();
+      const init: BlobWorkerInit = {
+        encryptionKey: this.masterKey?.encryption ?? null,
+        idKey: this.masterKey?.ids ?? null,
+        compressionLevel: this.config.compression.level,
+      };
+      this.store = new BlobStore(this.backend, view, this.sealer, this.hashId, init, {
+        packSize: this.config.packSize,
+        compressionLevel: this.config.compression.level,
+        workers: this.opts.workers,
+      });
+    }
+    return this.store;
+  }
+
+  async listSnapshots(): Promise<StoredSnapshot[]> {
+    const ids = await listSnapshotIds(this.backend);
+    return Promise.all(ids.map((id) => loadSnapshot(this.backend, this.sealer, this.hashId, id)));
+  }
+
+  async saveSnapshot(snap: Snapshot): Promise<string> {
+    return saveSnapshot(this.backend, this.sealer, this.hashId, snap);
+  }
+
+  lock(exclusive: boolean, command: string, waitMs = 0): Promise<Lock> {
+    return Lock.acquire(this.backend, this.sealer, { exclusive, command, waitMs });
+  }
+
+  async close(): Promise<void> {
+    await this.store?.close();
+    await this.view?.close();
+    await this.backend.close();
+  }
+}
+
+function keyFileName(keyFile: Buffer): string {
+  return `keys/${createHash('sha256').update(keyFile).digest('hex')}`;
+}
+
+async function unlock(backend: Backend, password: string): Promise<MasterKey> {
+  for await (const o of backend.list('keys')) {
+    try {
+      return await openKeyFile(await backend.read(o.name), password);
+    } catch (err) {
+      if (err instanceof CairnError && err.code === 'WrongPassword') continue;
+      throw err;
+    }
+  }
+  throw new CairnError('wrong password or no key found', 'WrongPassword');
+}

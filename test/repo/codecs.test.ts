@@ -1,0 +1,112 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { AesGcmSealer, ChecksumSealer } from '../../src/crypto/index.js';
+import { BLOB_TYPES, type BlobLocation } from '../../src/repo/blob.js';
+import { decodeConfig, encodeConfig, type RepoConfig } from '../../src/repo/config.js';
+import { decodeSegment, encodeSegment } from '../../src/repo/index-segment.js';
+import { decodeToc, encodeToc, type PackEntry } from '../../src/repo/pack.js';
+
+const id = fc.uint8Array({ minLength: 32, maxLength: 32 }).map((a) => Buffer.from(a));
+const u32 = fc.integer({ min: 0, max: 2 ** 32 - 1 });
+const entry: fc.Arbitrary<PackEntry> = fc.record({
+  id,
+  type: fc.constantFrom(...BLOB_TYPES),
+  flags: fc.integer({ min: 0, max: 255 }),
+  offset: fc.integer({ min: 0, max: 2 ** 20 }),
+  length: fc.integer({ min: 0, max: 2 ** 20 }),
+  rawLength: u32,
+});
+const location: fc.Arbitrary<BlobLocation> = fc
+  .tuple(entry, id)
+  .map(([e, pack]) => ({ ...e, pack, offset: e.offset, length: e.length }));
+const sealers = [new ChecksumSealer(), new AesGcmSealer(Buffer.alloc(32, 7))];
+
+describe('pack table of contents', () => {
+  it('round-trips', () => {
+    fc.assert(
+      fc.property(fc.array(entry, { maxLength: 50 }), (entries) => {
+        expect(decodeToc(encodeToc(entries), 'pack', 2 ** 22)).toEqual(entries);
+      }),
+    );
+  });
+
+  it('rejects entries that point past the pack', () => {
+    const e: PackEntry = {
+      id: Buffer.alloc(32),
+      type: 'data',
+      flags: 0,
+      offset: 10,
+      length: 10,
+      rawLength: 10,
+    };
+    expect(() => decodeToc(encodeToc([e]), 'pack x', 15)).toThrow(/pack x is damaged/);
+  });
+
+  it('rejects truncated tables', () => {
+    fc.assert(
+      fc.property(fc.array(entry, { minLength: 1, maxLength: 5 }), fc.nat(), (entries, cut) => {
+        const toc = encodeToc(entries);
+        const short = toc.subarray(0, cut % toc.length);
+        expect(() => decodeToc(short, 'pack', 2 ** 22)).toThrow(/damaged/);
+      }),
+    );
+  });
+});
+
+describe('index segments', () => {
+  it('round-trip under both sealers', () => {
+    fc.assert(
+      fc.property(
+        fc.array(location, { maxLength: 40 }),
+        fc.array(id, { maxLength: 3 }),
+        fc.constantFrom(...sealers),
+        (entries, supersedes, sealer) => {
+          const { id: segId, bytes } = encodeSegment({ supersedes, entries }, sealer);
+          expect(segId.length).toBe(32);
+          expect(decodeSegment(bytes, sealer, 'seg')).toEqual({ supersedes, entries });
+        },
+      ),
+    );
+  });
+
+  it('detects any flipped byte', () => {
+    fc.assert(
+      fc.property(fc.array(location, { minLength: 1, maxLength: 4 }), fc.nat(), (entries, at) => {
+        const sealer = sealers[1]!;
+        const { bytes } = encodeSegment({ supersedes: [], entries }, sealer);
+        const bad = Buffer.from(bytes);
+        bad[at % bad.length]! ^= 0x01;
+        expect(() => decodeSegment(bad, sealer, 'index 1234')).toThrow(/index 1234 is damaged/);
+      }),
+    );
+  });
+});
+
+describe('config', () => {
+  it('round-trips', () => {
+    fc.assert(
+      fc.property(
+        fc.record({
+          min: fc.integer({ min: 64, max: 1 << 20 }),
+          avg: fc.integer({ min: 64, max: 1 << 20 }),
+          max: fc.integer({ min: 64, max: 1 << 20 }),
+        }),
+        fc.boolean(),
+        (chunker, encrypted) => {
+          const config: RepoConfig = {
+            version: 1,
+            id: 'ab'.repeat(32),
+            created: new Date(0).toISOString(),
+            encryption: encrypted ? 'aes-256-gcm' : 'none',
+            chunker,
+            ...(encrypted ? {} : { chunkerSeed: 'cd'.repeat(32) }),
+            compression: { algorithm: 'zstd', level: 3 },
+            packSize: 1 << 24,
+          };
+          const sealer = sealers[encrypted ? 1 : 0]!;
+          expect(decodeConfig(encodeConfig(config, sealer), sealer)).toEqual(config);
+        },
+      ),
+    );
+  });
+});
