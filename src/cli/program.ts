@@ -1,0 +1,21 @@
+import { Command, Option } from 'commander';
+import { registerInit } from './commands/init.js';
+import { registerStats } from './commands/stats.js';
+
+export function buildProgram(version: string): Command {
+  const program = new Command('cairn')
+    .description('deduplicating backups of file trees and disk images')
+    .version(version)
+    .addOption(new Option('-r, --repo <path-or-url>', 'repository location (env CAIRN_REPO)'))
+    .option('--password-file <file>', 'read the password from the first line of a file')
+    .option('--json', 'machine-readable output on stdout')
+    .option('-q, --quiet', 'only errors and results')
+    .option('--no-progress', 'no progress display')
+    .option('--cache-dir <dir>', 'where local caches live (env CAIRN_CACHE_DIR)')
+    .showHelpAfterError()
+    .exitOverride();
+  registerInit(program);
+  registerStats(program);
+  for (const cmd of program.commands) cmd.showHelpAfterError().exitOverride();
+  return program;
+}
