@@ -2,6 +2,7 @@ import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { chunkStream, gearTable } from '../src/chunker/index.js';
 import { LocalBackend } from '../src/repo/backend/local.js';
+import { allocShared } from '../src/repo/pack.js';
 import { Repository } from '../src/repo/repository.js';
 
 export interface WritePathResult {
@@ -16,7 +17,7 @@ async function* readFile(path: string, readSize = 4 << 20): AsyncGenerator<Uint8
   const fh = await open(path, 'r');
   try {
     for (;;) {
-      const buf = Buffer.allocUnsafe(readSize);
+      const buf = allocShared(readSize);
       const { bytesRead } = await fh.read(buf, 0, readSize, null);
       if (bytesRead === 0) return;
       yield buf.subarray(0, bytesRead);

@@ -59,6 +59,8 @@ export class BlobStore {
   /** Blobs of this session not yet in the view: location once their pack is durable. */
   private readonly session = new Map<string, BlobLocation | undefined>();
   private readonly builders = { data: new PackBuilder(), meta: new PackBuilder() };
+  /** Buffers of written packs, reused for the next ones. */
+  private readonly spareBuffers: Buffer[] = [];
   private readonly writing = new Set<Promise<void>>();
   private unindexed: BlobLocation[] = [];
   private segmentChain: Promise<void> = Promise.resolve();
@@ -107,17 +109,19 @@ export class BlobStore {
       offset: loc.offset,
       length: loc.length,
     });
-    return decodeBlob(sealed, loc, this.sealer, this.hashId);
+    // Large blobs are opened on a worker so restores use every core.
+    if (loc.rawLength < INLINE_LIMIT) return decodeBlob(sealed, loc, this.sealer, this.hashId);
+    return this.workerPool().open(sealed, loc);
   }
 
   async has(id: Uint8Array): Promise<boolean> {
-    return this.session.has(hex(id)) || (await this.view.has(id));
+    return this.session.has(hex(id)) || this.view.has(id);
   }
 
   async locate(id: Uint8Array): Promise<BlobLocation | undefined> {
     const key = hex(id);
     if (this.session.has(key) && this.session.get(key) === undefined) await this.flushPacks();
-    return this.session.get(key) ?? (await this.view.get(id));
+    return this.session.get(key) ?? this.view.get(id);
   }
 
   /** Makes everything put so far durable: packs, then the index segment naming them. */
@@ -138,7 +142,7 @@ export class BlobStore {
     const key = hex(id);
     if (this.session.has(key)) return false;
     this.session.set(key, undefined);
-    if (await this.view.has(id)) {
+    if (this.view.has(id)) {
       this.session.delete(key);
       return false;
     }
@@ -159,7 +163,7 @@ export class BlobStore {
     this.stats.bytesAdded += sealed.length;
     this.stats.rawBytesAdded += rawLength;
     if (builder.byteSize >= this.opts.packSize) {
-      this.builders[cls] = new PackBuilder();
+      this.builders[cls] = new PackBuilder(this.spareBuffers.pop());
       await this.startPackWrite(builder);
     }
     return { id, added: true, storedSize: sealed.length };
@@ -177,8 +181,10 @@ export class BlobStore {
   }
 
   private async writePack(builder: PackBuilder): Promise<void> {
-    const { id, bytes, entries } = await builder.finish(this.sealer);
+    const pool = this.workerPool();
+    const { id, bytes, entries } = await builder.finish(this.sealer, (b) => pool.sha256(b));
     await this.backend.write(packName(id), bytes);
+    this.spareBuffers.push(builder.buffer);
     this.stats.packsWritten++;
     for (const e of entries) {
       const loc = { ...e, pack: id };
@@ -192,7 +198,7 @@ export class BlobStore {
     for (const cls of ['data', 'meta'] as const) {
       const builder = this.builders[cls];
       if (builder.count === 0) continue;
-      this.builders[cls] = new PackBuilder();
+      this.builders[cls] = new PackBuilder(this.spareBuffers.pop());
       await this.startPackWrite(builder);
     }
     await Promise.all(this.writing);

@@ -1,6 +1,9 @@
+import { createHash } from 'node:crypto';
 import { parentPort, workerData } from 'node:worker_threads';
 import { AesGcmSealer, ChecksumSealer, keyedIdHasher, plainIdHasher } from '../crypto/index.js';
-import { encodeBlob } from './blob-codec.js';
+import { CairnError, type ErrorCode } from '../errors.js';
+import type { BlobLocation } from './blob.js';
+import { decodeBlob, encodeBlob } from './blob-codec.js';
 
 export interface BlobWorkerInit {
   /** AES-256-GCM key, or null for an unencrypted repository. */
@@ -13,14 +16,19 @@ export interface BlobWorkerInit {
 export type BlobWorkerRequest =
   | { op: 'hash'; job: number; data: Uint8Array }
   | { op: 'seal'; job: number }
-  | { op: 'drop'; job: number };
+  | { op: 'drop'; job: number }
+  | { op: 'open'; job: number; sealed: Uint8Array; loc: BlobLocation }
+  | { op: 'sha256'; job: number; data: Uint8Array };
 
 export interface BlobWorkerReply {
   job: number;
   id?: Uint8Array;
   sealed?: Uint8Array;
   flags?: number;
+  /** Plaintext of an opened blob. */
+  data?: Uint8Array;
   error?: string;
+  code?: ErrorCode;
 }
 
 if (parentPort) {
@@ -43,15 +51,30 @@ if (parentPort) {
         if (!data) throw new Error(`blob job ${msg.job} is not held by this worker`);
         const { sealed, flags } = encodeBlob(data, sealer, init.compressionLevel);
         const out = new Uint8Array(sealed.buffer, sealed.byteOffset, sealed.byteLength);
-        // Transfer when the blob owns its memory; otherwise postMessage copies it.
-        const owned = sealed.byteOffset === 0 && sealed.byteLength === sealed.buffer.byteLength;
-        const transfer = owned ? [sealed.buffer as ArrayBuffer] : [];
-        port.postMessage({ job: msg.job, sealed: out, flags } satisfies BlobWorkerReply, transfer);
+        port.postMessage(
+          { job: msg.job, sealed: out, flags } satisfies BlobWorkerReply,
+          ownedBuffer(sealed),
+        );
+      } else if (msg.op === 'sha256') {
+        const id = createHash('sha256').update(msg.data).digest();
+        port.postMessage({ job: msg.job, id } satisfies BlobWorkerReply);
+      } else if (msg.op === 'open') {
+        const sealed = Buffer.from(msg.sealed.buffer, msg.sealed.byteOffset, msg.sealed.byteLength);
+        const data = decodeBlob(sealed, msg.loc, sealer, hashId);
+        port.postMessage({ job: msg.job, data } satisfies BlobWorkerReply, ownedBuffer(data));
       } else {
         held.delete(msg.job);
       }
     } catch (err) {
-      port.postMessage({ job: msg.job, error: (err as Error).message } satisfies BlobWorkerReply);
+      const code = err instanceof CairnError ? err.code : undefined;
+      const error = (err as Error).message;
+      port.postMessage({ job: msg.job, error, code } satisfies BlobWorkerReply);
     }
   });
+}
+
+/** Transfer a result when it owns its memory; otherwise postMessage copies it. */
+function ownedBuffer(b: Uint8Array): ArrayBuffer[] {
+  const owned = b.byteOffset === 0 && b.byteLength === b.buffer.byteLength;
+  return owned && b.buffer instanceof ArrayBuffer ? [b.buffer] : [];
 }

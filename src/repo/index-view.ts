@@ -60,13 +60,18 @@ export class IndexView {
     await this.db.close();
   }
 
-  async get(id: Uint8Array): Promise<BlobLocation | undefined> {
-    const v = await this.db.get(chunkKey(id));
+  /**
+   * Lookups are synchronous: LevelDB's getSync takes ~8–11 µs here against ~50 µs (130 µs
+   * with busy worker threads) for the async get's thread-pool round trip, and a backup of
+   * many small files makes one lookup per blob.
+   */
+  get(id: Uint8Array): BlobLocation | undefined {
+    const v = this.db.getSync(chunkKey(id));
     return v === undefined ? undefined : decodeValue(Buffer.from(id), v);
   }
 
-  async has(id: Uint8Array): Promise<boolean> {
-    return (await this.db.get(chunkKey(id))) !== undefined;
+  has(id: Uint8Array): boolean {
+    return this.db.getSync(chunkKey(id)) !== undefined;
   }
 
   /** Records entries of a segment this process has just written. */

@@ -1,5 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
+import { CairnError } from '../errors.js';
+import type { BlobLocation } from './blob.js';
 import type { BlobWorkerInit, BlobWorkerReply, BlobWorkerRequest } from './blob-worker.js';
 
 /**
@@ -22,14 +24,43 @@ export class BlobWorkerPool {
     }
   }
 
-  /** Sends `data` (copied, so the caller may reuse its buffer) and returns its ID. */
+  /**
+   * Sends `data` and returns its ID. Data in shared memory (see `allocShared` in pack.ts) is handed
+   * over without a copy; the caller must not modify it until the blob is sealed or dropped.
+   * Anything else is copied, so the caller may reuse its buffer at once.
+   */
   async hash(data: Uint8Array): Promise<{ job: number; worker: number; id: Buffer }> {
     const job = this.nextJob++;
     const worker = job % this.workers.length;
+    if (data.buffer instanceof SharedArrayBuffer) {
+      const reply = await this.request(worker, { op: 'hash', job, data });
+      return { job, worker, id: asBuffer(reply.id!) };
+    }
     // A private copy we can transfer: Buffer#slice would share (and detach) the caller's memory.
     const copy = new Uint8Array(data);
     const reply = await this.request(worker, { op: 'hash', job, data: copy }, [copy.buffer]);
     return { job, worker, id: asBuffer(reply.id!) };
+  }
+
+  /** SHA-256 of bytes in shared memory (a pack), off the main thread. */
+  async sha256(data: Buffer): Promise<Buffer> {
+    const job = this.nextJob++;
+    const reply = await this.request(job % this.workers.length, { op: 'sha256', job, data });
+    return asBuffer(reply.id!);
+  }
+
+  /** Opens, decompresses and verifies a sealed blob on a worker. */
+  async open(sealed: Buffer, loc: BlobLocation): Promise<Buffer> {
+    const job = this.nextJob++;
+    const owned = sealed.byteOffset === 0 && sealed.byteLength === sealed.buffer.byteLength;
+    const data = owned ? sealed : new Uint8Array(sealed);
+    const transfer = data.buffer instanceof ArrayBuffer ? [data.buffer] : [];
+    const reply = await this.request(
+      job % this.workers.length,
+      { op: 'open', job, sealed: data, loc },
+      transfer,
+    );
+    return asBuffer(reply.data!);
   }
 
   async seal(job: number, worker: number): Promise<{ sealed: Buffer; flags: number }> {
@@ -52,7 +83,7 @@ export class BlobWorkerPool {
   ): Promise<BlobWorkerReply> {
     if (this.failure) return Promise.reject(this.failure);
     return new Promise((resolve, reject) => {
-      this.waiting.set(msg.job, (r) => (r.error ? reject(new Error(r.error)) : resolve(r)));
+      this.waiting.set(msg.job, (r) => (r.error ? reject(workerError(r)) : resolve(r)));
       this.workers[worker]!.postMessage(msg, transfer);
     });
   }
@@ -91,4 +122,9 @@ function workerScript(): URL {
 /** A Buffer over the same memory (Buffer.from(Uint8Array) would copy). */
 function asBuffer(a: Uint8Array): Buffer {
   return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+}
+
+/** Errors cross the thread boundary as text and code; rebuild the CairnError. */
+function workerError(r: BlobWorkerReply): Error {
+  return r.code ? new CairnError(r.error!, r.code) : new Error(r.error);
 }
