@@ -40,7 +40,13 @@ import {
  * fsync, an S3 PUT) are amortised; small enough that a pack in memory per writer is cheap.
  */
 export const DEFAULT_PACK_SIZE = 16 << 20;
-export const DEFAULT_COMPRESSION_LEVEL = 3;
+/**
+ * zstd level 2, measured on 64 MiB of bench mixed data in 1 MiB blobs, one core:
+ *   level -3: 413 MB/s ratio 1.524 | -1: 341, 1.564 | 1: 310, 1.723 | 2: 253, 1.779 |
+ *   3: 154, 1.790. Level 2 stores 0.6% more than level 3 (restic's default) at 1.6× the
+ *   speed; level 1 would cost 3.7% more space for another 20%.
+ */
+export const DEFAULT_COMPRESSION_LEVEL = 2;
 
 export interface InitOptions {
   encryption: boolean;
