@@ -31,17 +31,18 @@ export function gearTable(seed: Uint8Array): Uint32Array {
 
 /*
  * The gear hash runs in a small hand-assembled WebAssembly function because it is clearly
- * faster than the best JavaScript we found. Measured on this machine (2-core AMD EPYC VM,
- * Node 20, 64 MiB of PRNG data, every byte hashed, median of 9 runs after 3 warm-up runs):
- *   JS, 1 byte/iteration, Int32Array table          270–670 MB/s (varies run to run with JIT)
- *   JS, unrolled x4                                 450–950 MB/s
- *   JS, unrolled x4 over Int32 word loads            700–1100 MB/s
- *   JS, FastCDC 2020 two-bytes-per-iteration         330–780 MB/s
- *   WASM, unrolled x4 over word loads, 64 KiB window 1690–1810 MB/s (including the copy in)
- * Unrolling the WASM loop to 8 or 16 bytes, or evaluating the 4 hashes of a word from one
- * shared h to shorten the dependency chain, measured no better (1400–1850 MB/s).
- * The copy into WASM memory is done in 64 KiB windows so it stays in L2: 1 MiB windows
- * measured ~5% slower.
+ * faster than the best JavaScript we found. Measured on this machine (2-vCPU AMD EPYC VM,
+ * Node 20), every byte of 64 MiB of PRNG data hashed, MB/s = 10^6 B/s of wall time, median
+ * of 9 runs after 3 warm-up runs, ranges over separate processes, other vCPU idle:
+ *   JS, 1 byte/iteration, Int32Array table, locals    285–710 (JIT-dependent run to run)
+ *   JS, FastCDC 2020 two bytes/iteration               345–825 (plain and unrolled)
+ *   JS, unrolled x4                                     470–990
+ *   JS, unrolled x4 over Int32 word loads               730–1160
+ *   WASM, x4 over word loads, 64 KiB windows (this)    1730–1920 (including the copy in)
+ * WASM unrolled x8 or x16 measured the same; computing a word's 4 hashes from one shared h
+ * (shorter dependency chain, more instructions) was slower (930–1620); 1 MiB windows were
+ * ~5% slower than 64 KiB ones, which stay in L2. When the other vCPU (an SMT sibling) is
+ * busy, everything drops ~40%: WASM 1000–1170, JS word loads 670–1090.
  */
 
 const TABLE_OFFSET = 0;
@@ -213,7 +214,11 @@ export class GearScanner {
 
 const scanners = new WeakMap<Uint32Array, GearScanner>();
 
-/** A scanner per table object, so per-file chunkers don't each instantiate WebAssembly. */
+/**
+ * A scanner per table object, so per-file chunkers don't each instantiate WebAssembly
+ * (~65 µs, and gearTable itself ~200 µs): derive the table once per repository and reuse
+ * it. The table must not be modified once used.
+ */
 export function gearScannerFor(table: Uint32Array): GearScanner {
   let s = scanners.get(table);
   if (s === undefined) {
