@@ -7,6 +7,6 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends \
-    libfuse2 fuse e2fsprogs dosfstools util-linux attr acl >/dev/null
+    libfuse2 fuse3 e2fsprogs dosfstools util-linux fdisk mtools ntfs-3g attr acl >/dev/null
 fi
 npm ci --no-audit --no-fund

@@ -30,4 +30,10 @@ function describe(err: unknown): string {
   return e?.message ?? String(err);
 }
 
+// `cairn ls … | head`: a closed stdout ends the command quietly, as with other Unix tools.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw err;
+});
+
 process.exitCode = await main(process.argv);
