@@ -1,0 +1,327 @@
+import type { FileHandle } from 'node:fs/promises';
+import { isAllZero } from '../chunker/index.js';
+import type { IdHasher } from '../crypto/index.js';
+import { CairnError, shortHex } from '../errors.js';
+import type { BlobLocation } from '../repo/blob.js';
+import { decodeBlob } from '../repo/blob-codec.js';
+import type { BlobStore } from '../repo/blob-store.js';
+import { packName } from '../repo/pack.js';
+import type { Repository } from '../repo/repository.js';
+import type { StoredSnapshot } from '../repo/snapshot.js';
+import { Semaphore } from '../util/semaphore.js';
+import { childPath, jsonText, rootPath, splitUserPath } from './paths.js';
+import { decodeTree, type Tree, type TreeEntry } from './tree.js';
+
+/** An entry of a file snapshot with its absolute path (raw bytes). */
+export interface Located {
+  path: Buffer;
+  entry: TreeEntry;
+}
+
+/** What a path names in a snapshot: the root (no entry of its own) or an entry. */
+export type Found = { path: Buffer; entry: TreeEntry } | { path: Buffer; entry: undefined };
+
+/** Chunk reads kept in flight ahead of the consumer while streaming a file. */
+const READ_AHEAD = 4;
+/** Holes are produced in slices of this size, all views of one zero-filled buffer. */
+const ZERO_SLICE = 1 << 20;
+let zeros: Buffer | undefined;
+
+export async function loadTree(store: BlobStore, id: Buffer): Promise<Tree> {
+  return decodeTree(await store.get(id), `tree ${shortHex(id)}`);
+}
+
+export function rootTreeId(snap: StoredSnapshot): Buffer {
+  if (snap.kind !== 'files') {
+    throw new CairnError(`snapshot ${shortHex(snap.id)} is an image snapshot, not a file snapshot`);
+  }
+  return Buffer.from(snap.root, 'hex');
+}
+
+/**
+ * Finds the entry a user-given path names. A component matches a name with the same bytes
+ * or, so that names which are not UTF-8 can be typed, the name's `\xNN`-escaped form as
+ * `ls` prints it.
+ */
+export async function findEntry(
+  store: BlobStore,
+  root: Buffer,
+  path: string,
+): Promise<Found | undefined> {
+  let found: Found = { path: rootPath(), entry: undefined };
+  let tree = root;
+  for (const component of splitUserPath(path)) {
+    if (found.entry && found.entry.type !== 'dir') return undefined;
+    const { entries } = await loadTree(store, tree);
+    const raw = Buffer.from(component);
+    const entry =
+      entries.find((e) => e.name.equals(raw)) ??
+      entries.find((e) => jsonText(e.name) === component);
+    if (!entry) return undefined;
+    found = { path: childPath(found.path, entry.name), entry };
+    if (entry.type === 'dir') tree = entry.subtree!;
+  }
+  return found;
+}
+
+/** Every entry below the tree `id`, depth first, each directory before its contents. */
+export async function* walkTree(
+  store: BlobStore,
+  id: Buffer,
+  base: Buffer = rootPath(),
+): AsyncGenerator<Located> {
+  const { entries } = await loadTree(store, id);
+  for (const entry of entries) {
+    const path = childPath(base, entry.name);
+    yield { path, entry };
+    if (entry.type === 'dir') yield* walkTree(store, entry.subtree!, path);
+  }
+}
+
+/** The entry `found` names (unless it is the root), then everything below it. */
+export async function* walkFrom(
+  store: BlobStore,
+  root: Buffer,
+  found: Found,
+): AsyncGenerator<Located> {
+  if (!found.entry) {
+    yield* walkTree(store, root);
+    return;
+  }
+  yield { path: found.path, entry: found.entry };
+  if (found.entry.type === 'dir') yield* walkTree(store, found.entry.subtree!, found.path);
+}
+
+/**
+ * Hard links: the first entry seen with a given (device, inode) and nlink > 1 is the
+ * original; later ones are links to its path.
+ */
+export class HardlinkTracker {
+  private readonly seen = new Map<string, Buffer>();
+
+  /** The original's path when `entry` is a later link to it; otherwise records `path`. */
+  linkTarget(entry: TreeEntry, path: Buffer): Buffer | undefined {
+    if (entry.type === 'dir' || entry.nlink <= 1) return undefined;
+    const key = `${entry.device}:${entry.inode}`;
+    const first = this.seen.get(key);
+    if (first) return first;
+    this.seen.set(key, path);
+    return undefined;
+  }
+}
+
+/**
+ * A file's bytes, in order, chunk by chunk: stored chunks are fetched READ_AHEAD at a time
+ * so the repository's latency hides behind the consumer; holes come out as zeros, in slices
+ * of one shared zero buffer (a hole may be far larger than memory).
+ */
+export async function* readFileContent(store: BlobStore, entry: TreeEntry): AsyncGenerator<Buffer> {
+  const parts = entry.content ?? [];
+  const pending: (Promise<Buffer> | number)[] = [];
+  let next = 0;
+  const fill = () => {
+    while (next < parts.length && pending.length < READ_AHEAD) {
+      const part = parts[next++]!;
+      if (!part.id) {
+        pending.push(part.length);
+        continue;
+      }
+      const p = store.get(part.id);
+      // Reads ahead that are never awaited (the consumer stopped) must not go unhandled.
+      p.catch(() => undefined);
+      pending.push(p);
+    }
+  };
+  fill();
+  while (pending.length > 0) {
+    const item = pending.shift()!;
+    if (typeof item !== 'number') {
+      const data = await item;
+      fill();
+      yield data;
+      continue;
+    }
+    fill();
+    zeros ??= Buffer.alloc(ZERO_SLICE);
+    for (let left = item; left > 0; left -= ZERO_SLICE) {
+      yield zeros.subarray(0, Math.min(left, ZERO_SLICE));
+    }
+  }
+}
+
+/**
+ * Reads close neighbours in a pack together: blobs further apart than this are read apart.
+ * Backup stores a directory's small files one after the other, so one read serves many.
+ */
+const MAX_GAP = 64 << 10;
+/** Largest coalesced read: bounds the memory of one read and the wait for its first blob. */
+const MAX_RUN = 8 << 20;
+/** Coalesced reads in flight. */
+const READS_IN_FLIGHT = 4;
+/**
+ * BlobStore opens blobs from 64 KiB up on its worker threads, so a restore decrypts and
+ * hashes on every core: those are fetched one by one through it. Only smaller blobs, where
+ * the per-read cost dominates and the store decodes on this thread anyway, are coalesced.
+ */
+const COALESCE_BELOW = 64 << 10;
+
+interface Request {
+  id: Buffer;
+  length: number;
+  resolve: (data: Buffer) => void;
+  reject: (err: unknown) => void;
+}
+
+interface Run {
+  pack: Buffer;
+  start: number;
+  end: number;
+  items: { req: Request; loc: BlobLocation }[];
+}
+
+/**
+ * Chunk reads for restore. Requests made in the same event-loop turn are located; small
+ * blobs are grouped by pack and sorted by offset, neighbours are fetched with one backend
+ * read, then opened and checked one by one as BlobStore.get does; large blobs go through
+ * BlobStore.get. Restoring 20 000 small files thus takes a few dozen reads instead of 20 000
+ * (measured: the per-read open/pread/close was half of a small-file restore).
+ */
+export class ChunkFetcher {
+  private queue: Request[] = [];
+  private readonly reads = new Semaphore(READS_IN_FLIGHT);
+
+  constructor(
+    private readonly repo: Repository,
+    private readonly store: BlobStore,
+  ) {}
+
+  /** The chunk `id`, which the tree says is `length` bytes long. */
+  get(id: Buffer, length: number): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      if (this.queue.length === 0) setImmediate(() => void this.flush());
+      this.queue.push({ id, length, resolve, reject });
+    });
+  }
+
+  /** Requests all of a file's chunks now (undefined for holes), so they are read together. */
+  prefetch(entry: TreeEntry): (Promise<Buffer> | undefined)[] {
+    return (entry.content ?? []).map((part) => {
+      if (!part.id) return undefined;
+      const p = this.get(part.id, part.length);
+      // Awaited when the file is written; never, if creating the file failed.
+      p.catch(() => undefined);
+      return p;
+    });
+  }
+
+  private async flush(): Promise<void> {
+    const batch = this.queue;
+    this.queue = [];
+    const runs: Run[] = [];
+    const located = await Promise.all(batch.map((req) => this.locate(req)));
+    const found: Run['items'] = [];
+    for (const item of located) {
+      if (!item) continue;
+      if (item.loc.rawLength < COALESCE_BELOW) found.push(item);
+      else void this.getOne(item.req);
+    }
+    found.sort((a, b) => Buffer.compare(a.loc.pack, b.loc.pack) || a.loc.offset - b.loc.offset);
+    for (const item of found) {
+      const { pack, offset, length } = item.loc;
+      const run = runs.at(-1);
+      const end = offset + length;
+      if (run?.pack.equals(pack) && offset - run.end <= MAX_GAP && end - run.start <= MAX_RUN) {
+        run.end = Math.max(run.end, end);
+        run.items.push(item);
+      } else runs.push({ pack, start: offset, end, items: [item] });
+    }
+    await Promise.all(runs.map((run) => this.reads.run(() => this.read(run))));
+  }
+
+  private async locate(req: Request): Promise<Run['items'][number] | undefined> {
+    try {
+      const loc = await this.store.locate(req.id);
+      if (loc) return { req, loc };
+      req.reject(new CairnError(`blob ${shortHex(req.id)} is not in the index`, 'Damaged'));
+    } catch (err) {
+      req.reject(err);
+    }
+    return undefined;
+  }
+
+  private async getOne(req: Request): Promise<void> {
+    try {
+      req.resolve(checkLength(await this.store.get(req.id), req));
+    } catch (err) {
+      req.reject(err);
+    }
+  }
+
+  private async read(run: Run): Promise<void> {
+    let bytes: Buffer;
+    try {
+      const range = { offset: run.start, length: run.end - run.start };
+      bytes = await this.repo.backend.read(packName(run.pack), range);
+    } catch (err) {
+      for (const { req } of run.items) req.reject(err);
+      return;
+    }
+    for (const { req, loc } of run.items) {
+      const at = loc.offset - run.start;
+      try {
+        const data = decodeBlob(
+          bytes.subarray(at, at + loc.length),
+          loc,
+          this.repo.sealer,
+          this.repo.hashId,
+        );
+        req.resolve(checkLength(data, req));
+      } catch (err) {
+        req.reject(err);
+      }
+    }
+  }
+}
+
+/** A chunk must be as long as the tree that refers to it says. */
+function checkLength(data: Buffer, req: Request): Buffer {
+  if (data.length === req.length) return data;
+  const what = `chunk ${shortHex(req.id)} has ${data.length} bytes, the tree says ${req.length}`;
+  throw new CairnError(what, 'Damaged');
+}
+
+/**
+ * Reads a copy of a file back through `fh` (opened for reading) and checks every chunk against
+ * its ID and every hole for zeros (restore --verify). Throws a Damaged error naming the first difference.
+ */
+export async function verifyFile(
+  hashId: IdHasher,
+  fh: FileHandle,
+  entry: TreeEntry,
+): Promise<void> {
+  const { size } = await fh.stat();
+  if (size !== entry.size) {
+    throw new CairnError(`verify: restored size ${size} differs from ${entry.size}`, 'Damaged');
+  }
+  let offset = 0;
+  for (const part of entry.content ?? []) {
+    for (let done = 0; done < part.length; ) {
+      // A hole is checked a MiB at a time; a chunk is read whole to hash it.
+      const n = part.id ? part.length : Math.min(part.length - done, 1 << 20);
+      const buf = Buffer.allocUnsafe(n);
+      const { bytesRead } = await fh.read(buf, 0, n, offset + done);
+      const ok = part.id
+        ? bytesRead === n && hashId(buf).equals(part.id)
+        : isAllZero(buf.subarray(0, bytesRead)) && bytesRead === n;
+      if (!ok) {
+        const what = part.id ? `chunk ${shortHex(part.id)}` : 'a hole';
+        throw new CairnError(
+          `verify: restored bytes at offset ${offset} do not match ${what}`,
+          'Damaged',
+        );
+      }
+      done += n;
+    }
+    offset += part.length;
+  }
+}
