@@ -1,0 +1,54 @@
+import type { FileHandle } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
+import { CairnError } from '../errors.js';
+import { deviceSize, readFully } from './sources.js';
+
+/** Where an image is restored to, opened for reading and writing. */
+export interface RestoreTarget {
+  fh: FileHandle;
+  kind: 'file' | 'blockdev';
+  /**
+   * True for a file created (or truncated) for this restore: it reads as zeros wherever
+   * nothing was written, so holes need no writes and stay sparse.
+   */
+  fresh: boolean;
+}
+
+/**
+ * Opens a restore target: an existing block device in place (it must be large enough),
+ * or a regular file, created or truncated unless `keep` (delta restore onto what it holds).
+ */
+export async function openTarget(
+  path: string,
+  size: number,
+  keep: boolean,
+): Promise<RestoreTarget> {
+  const st = await stat(path).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return undefined;
+    throw err;
+  });
+  if (st?.isBlockDevice()) {
+    const fh = await open(path, 'r+');
+    try {
+      const have = await deviceSize(fh, st.rdev);
+      if (have < size) {
+        throw new CairnError(`target device ${path} holds ${have} bytes, the image needs ${size}`);
+      }
+    } catch (err) {
+      await fh.close();
+      throw err;
+    }
+    return { fh, kind: 'blockdev', fresh: false };
+  }
+  if (st && !st.isFile()) {
+    throw new CairnError(`restore target ${path} is neither a regular file nor a block device`);
+  }
+  if (keep && st) return { fh: await open(path, 'r+'), kind: 'file', fresh: false };
+  return { fh: await open(path, 'w+'), kind: 'file', fresh: true };
+}
+
+/** The target's bytes at [offset, offset + length): shorter past its end. */
+export async function readTarget(fh: FileHandle, offset: number, length: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(length);
+  return buf.subarray(0, await readFully(fh, buf, offset));
+}
