@@ -66,3 +66,17 @@ export async function withRepository<T>(
 export function showProgress(g: GlobalOptions): boolean {
   return !g.quiet && g.progress !== false && !g.json && process.stderr.isTTY === true;
 }
+
+/** Runs `fn` with a signal that SIGINT/SIGTERM abort, so it can stop cleanly (exit 130). */
+export async function whileNotInterrupted<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const ac = new AbortController();
+  const stop = () => ac.abort();
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  try {
+    return await fn(ac.signal);
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  }
+}

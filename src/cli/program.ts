@@ -1,5 +1,11 @@
 import { Command, Option } from 'commander';
+import { registerBackup } from './commands/backup.js';
+import { registerCat } from './commands/cat.js';
+import { registerImage } from './commands/image.js';
 import { registerInit } from './commands/init.js';
+import { registerLs } from './commands/ls.js';
+import { registerRestore } from './commands/restore.js';
+import { registerSnapshots } from './commands/snapshots.js';
 import { registerStats } from './commands/stats.js';
 
 export function buildProgram(version: string): Command {
@@ -15,7 +21,13 @@ export function buildProgram(version: string): Command {
     .showHelpAfterError()
     .exitOverride();
   registerInit(program);
+  registerBackup(program);
+  registerImage(program);
   registerStats(program);
+  registerSnapshots(program);
+  registerLs(program);
+  registerCat(program);
+  registerRestore(program);
   for (const cmd of program.commands) cmd.showHelpAfterError().exitOverride();
   return program;
 }
