@@ -35,6 +35,26 @@ export async function readPassword(src: PasswordSources, confirm = false): Promi
   return first;
 }
 
+/**
+ * A new password (key add/passwd): from `--new-password-file`, else asked twice on a TTY.
+ * Reuses the rules above, with the new file standing in for --password-file.
+ */
+export async function readNewPassword(file: string | undefined): Promise<string> {
+  if (file) return readPassword({ passwordFile: file });
+  if (!process.stdin.isTTY || !process.stderr.isTTY) {
+    throw new CairnError(
+      'no new password given: use --new-password-file or a terminal',
+      'NoPassword',
+    );
+  }
+  const first = await prompt('enter new password: ');
+  if ((await prompt('enter new password again: ')) !== first) {
+    throw new CairnError('passwords do not match', 'NoPassword');
+  }
+  if (first === '') throw new CairnError('empty password', 'NoPassword');
+  return first;
+}
+
 /** Reads one line from the terminal in raw mode, echoing nothing. */
 function prompt(question: string): Promise<string> {
   return new Promise((resolve, reject) => {

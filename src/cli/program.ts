@@ -3,7 +3,9 @@ import { registerBackup } from './commands/backup.js';
 import { registerCat } from './commands/cat.js';
 import { registerImage } from './commands/image.js';
 import { registerInit } from './commands/init.js';
+import { registerKey } from './commands/key.js';
 import { registerLs } from './commands/ls.js';
+import { registerMount } from './commands/mount.js';
 import { registerRestore } from './commands/restore.js';
 import { registerSnapshots } from './commands/snapshots.js';
 import { registerStats } from './commands/stats.js';
@@ -18,16 +20,19 @@ export function buildProgram(version: string): Command {
     .option('-q, --quiet', 'only errors and results')
     .option('--no-progress', 'no progress display')
     .option('--cache-dir <dir>', 'where local caches live (env CAIRN_CACHE_DIR)')
+    .option('--lock-wait <duration>', 'wait this long for a locked repository (e.g. 30s, 5m)')
     .showHelpAfterError()
     .exitOverride();
   registerInit(program);
   registerBackup(program);
   registerImage(program);
   registerStats(program);
+  registerKey(program);
   registerSnapshots(program);
   registerLs(program);
   registerCat(program);
   registerRestore(program);
+  registerMount(program);
   for (const cmd of program.commands) cmd.showHelpAfterError().exitOverride();
   return program;
 }

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
@@ -9,14 +9,12 @@ import {
 import {
   AesGcmSealer,
   ChecksumSealer,
-  createKeyFile,
   DEFAULT_KDF_PARAMS,
   generateMasterKey,
   type IdHasher,
   type KdfParams,
   keyedIdHasher,
   type MasterKey,
-  openKeyFile,
   plainIdHasher,
   type Sealer,
 } from '../crypto/index.js';
@@ -26,6 +24,7 @@ import { BlobStore } from './blob-store.js';
 import type { BlobWorkerInit } from './blob-worker.js';
 import { configMode, decodeConfig, encodeConfig, newRepoId, type RepoConfig } from './config.js';
 import { IndexView } from './index-view.js';
+import { addKey, unlock } from './keys.js';
 import { Lock } from './lock.js';
 import {
   listSnapshotIds,
@@ -63,6 +62,8 @@ export interface OpenOptions {
   password?: () => Promise<string>;
   cacheDir: string;
   workers?: number;
+  /** How long `lock` waits for a conflicting lock to go away by default (ms; default 0). */
+  lockWaitMs?: number;
 }
 
 /** An open repository: its backend, keys, config and (lazily) its blob store. */
@@ -77,6 +78,8 @@ export class Repository {
     readonly hashId: IdHasher,
     readonly chunkerSeed: Buffer,
     private readonly masterKey: MasterKey | undefined,
+    /** The key file the password opened (`keys/<hex>`); undefined when unencrypted. */
+    readonly keyName: string | undefined,
     private readonly opts: OpenOptions,
   ) {}
 
@@ -96,6 +99,7 @@ export class Repository {
       packSize: opts.packSize ?? DEFAULT_PACK_SIZE,
     };
     let masterKey: MasterKey | undefined;
+    let keyName: string | undefined;
     if (opts.encryption) {
       if (!opts.password)
         throw new CairnError(
@@ -103,12 +107,13 @@ export class Repository {
           'NoPassword',
         );
       masterKey = generateMasterKey();
-      const keyFile = await createKeyFile(opts.password, masterKey, opts.kdf ?? DEFAULT_KDF_PARAMS);
-      await backend.write(keyFileName(keyFile), keyFile);
+      keyName = await addKey(backend, masterKey, opts.password, opts.kdf ?? DEFAULT_KDF_PARAMS);
     } else {
       config.chunkerSeed = randomBytes(32).toString('hex');
     }
-    const repo = Repository.assemble(backend, config, masterKey, { cacheDir: opts.cacheDir });
+    const repo = Repository.assemble(backend, config, masterKey, keyName, {
+      cacheDir: opts.cacheDir,
+    });
     // The config is written last: its presence is what makes the repository exist.
     await backend.write('config', encodeConfig(config, repo.sealer));
     return repo;
@@ -121,27 +126,30 @@ export class Repository {
       }
       throw err;
     });
-    let masterKey: MasterKey | undefined;
+    let unlocked: { masterKey: MasterKey; keyName: string } | undefined;
     if (configMode(stored) !== 'none') {
-      if (!opts.password)
+      if (!opts.password) {
         throw new CairnError('this repository is encrypted: a password is required', 'NoPassword');
-      masterKey = await unlock(backend, await opts.password());
+      }
+      unlocked = await unlock(backend, await opts.password());
     }
+    const masterKey = unlocked?.masterKey;
     const sealer = masterKey ? new AesGcmSealer(masterKey.encryption) : new ChecksumSealer();
     const config = decodeConfig(stored, sealer);
-    return Repository.assemble(backend, config, masterKey, opts);
+    return Repository.assemble(backend, config, masterKey, unlocked?.keyName, opts);
   }
 
   private static assemble(
     backend: Backend,
     config: RepoConfig,
     masterKey: MasterKey | undefined,
+    keyName: string | undefined,
     opts: OpenOptions,
   ): Repository {
     const sealer = masterKey ? new AesGcmSealer(masterKey.encryption) : new ChecksumSealer();
     const hashId = masterKey ? keyedIdHasher(masterKey.ids) : plainIdHasher();
     const seed = masterKey ? masterKey.chunker : Buffer.from(config.chunkerSeed!, 'hex');
-    return new Repository(backend, config, sealer, hashId, seed, masterKey, opts);
+    return new Repository(backend, config, sealer, hashId, seed, masterKey, keyName, opts);
   }
 
   get cacheDir(): string {
@@ -184,7 +192,13 @@ export class Repository {
     return saveSnapshot(this.backend, this.sealer, this.hashId, snap);
   }
 
-  lock(exclusive: boolean, command: string, waitMs = 0): Promise<Lock> {
+  /** Wraps the master key under another password; returns the new key's object name. */
+  async addKey(password: string, params: KdfParams = DEFAULT_KDF_PARAMS): Promise<string> {
+    if (!this.masterKey) throw new CairnError('this repository is not encrypted: it has no keys');
+    return addKey(this.backend, this.masterKey, password, params);
+  }
+
+  lock(exclusive: boolean, command: string, waitMs = this.opts.lockWaitMs ?? 0): Promise<Lock> {
     return Lock.acquire(this.backend, this.sealer, { exclusive, command, waitMs });
   }
 
@@ -193,20 +207,4 @@ export class Repository {
     await this.view?.close();
     await this.backend.close();
   }
-}
-
-function keyFileName(keyFile: Buffer): string {
-  return `keys/${createHash('sha256').update(keyFile).digest('hex')}`;
-}
-
-async function unlock(backend: Backend, password: string): Promise<MasterKey> {
-  for await (const o of backend.list('keys')) {
-    try {
-      return await openKeyFile(await backend.read(o.name), password);
-    } catch (err) {
-      if (err instanceof CairnError && err.code === 'WrongPassword') continue;
-      throw err;
-    }
-  }
-  throw new CairnError('wrong password or no key found', 'WrongPassword');
 }

@@ -1,0 +1,83 @@
+import { readdir, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { type TempDir, tempDir } from '../helpers.js';
+import { cairn } from './run.js';
+
+let d: TempDir;
+let env: Record<string, string>;
+const FAST = ['--kdf-memory', '1', '--kdf-time', '1'];
+
+beforeEach(async () => {
+  d = await tempDir();
+  env = {
+    CAIRN_REPO: join(d.path, 'repo'),
+    CAIRN_PASSWORD: 'first-secret',
+    CAIRN_CACHE_DIR: join(d.path, 'cache'),
+  };
+  expect((await cairn(['init', ...FAST], { env })).code).toBe(0);
+});
+afterEach(() => d.cleanup());
+
+async function passwordFile(name: string, password: string): Promise<string> {
+  const path = join(d.path, name);
+  await writeFile(path, `${password}\n`);
+  return path;
+}
+
+describe('cairn key', () => {
+  it('adds a second password, lists both, and removes one', async () => {
+    const second = await passwordFile('pw2', 'second-secret');
+    const add = await cairn(['key', 'add', ...FAST, '--new-password-file', second], { env });
+    expect(add.code).toBe(0);
+    const list = await cairn(['key', 'list', '--json'], { env });
+    const keys = JSON.parse(list.stdout) as { id: string; current: boolean }[];
+    expect(keys).toHaveLength(2);
+    expect(keys.filter((k) => k.current)).toHaveLength(1);
+
+    const withSecond = { ...env, CAIRN_PASSWORD: 'second-secret' };
+    expect((await cairn(['stats'], { env: withSecond })).code).toBe(0);
+
+    const current = keys.find((k) => k.current)!.id;
+    const refused = await cairn(['key', 'remove', current.slice(0, 8)], { env });
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/^cairn: refusing to remove the key in use/);
+
+    const other = keys.find((k) => !k.current)!.id;
+    expect((await cairn(['key', 'remove', other.slice(0, 8)], { env })).code).toBe(0);
+    expect((await cairn(['stats'], { env: withSecond })).code).toBe(12);
+  });
+
+  it('changes the password in use', async () => {
+    const next = await passwordFile('pw-next', 'next-secret');
+    const r = await cairn(['key', 'passwd', ...FAST, '--new-password-file', next], { env });
+    expect(r.code).toBe(0);
+    expect((await cairn(['stats'], { env })).code).toBe(12);
+    expect((await cairn(['stats'], { env: { ...env, CAIRN_PASSWORD: 'next-secret' } })).code).toBe(
+      0,
+    );
+    expect(await readdir(join(d.path, 'repo', 'keys'))).toHaveLength(1);
+  });
+
+  it('creates repository files 0600 and directories 0700, and never stores the password', async () => {
+    const src = join(d.path, 'src');
+    await import('node:fs/promises').then((fs) => fs.mkdir(src));
+    await writeFile(join(src, 'a.txt'), 'hello');
+    const backup = await cairn(['backup', src, '--json'], { env });
+    expect(backup.code).toBe(0);
+    expect(backup.stdout + backup.stderr).not.toContain('first-secret');
+    const walk = async (dir: string): Promise<void> => {
+      for (const e of await readdir(dir, { withFileTypes: true })) {
+        const p = join(dir, e.name);
+        const mode = (await stat(p)).mode & 0o777;
+        expect(mode, p).toBe(e.isDirectory() ? 0o700 : 0o600);
+        if (e.isDirectory()) await walk(p);
+        else {
+          const bytes = await import('node:fs/promises').then((fs) => fs.readFile(p));
+          expect(bytes.includes(Buffer.from('first-secret')), p).toBe(false);
+        }
+      }
+    };
+    await walk(join(d.path, 'repo'));
+  });
+});
