@@ -1,0 +1,148 @@
+import { lstat, mkdir, readdir, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { encodeTree, type TreeEntry } from '../../src/files/tree.js';
+import { hex } from '../../src/repo/blob.js';
+import type { Repository } from '../../src/repo/repository.js';
+import { cairn } from '../cli/run.js';
+import { makeRepo, type TestRepo, tempDir } from '../helpers.js';
+
+/**
+ * A repository written by an attacker (here: by the test, with the format's own encoder
+ * and valid seals) must never make restore write outside its target, follow planted
+ * symlinks, or trust impossible structures.
+ */
+let t: TestRepo | undefined;
+afterEach(async () => {
+  await t?.cleanup();
+  t = undefined;
+});
+
+function entry(name: Buffer | string, type: TreeEntry['type'], more: Partial<TreeEntry> = {}) {
+  return {
+    name: typeof name === 'string' ? Buffer.from(name) : name,
+    type,
+    mode: type === 'dir' ? 0o755 : 0o644,
+    uid: 0,
+    gid: 0,
+    user: 'root',
+    group: 'root',
+    mtimeNs: 0n,
+    ctimeNs: 0n,
+    device: 1,
+    inode: 1,
+    nlink: 1,
+    size: 0,
+    xattrs: [],
+    ...(type === 'file' ? { content: [] } : {}),
+    ...more,
+  } as TreeEntry;
+}
+
+/** Stores a raw tree (bypassing validation) and a snapshot whose root is it. */
+async function snapshotOf(repo: Repository, rawTree: Buffer): Promise<string> {
+  const store = await repo.blobs();
+  const { id } = await store.put('tree', rawTree);
+  await store.flush();
+  return repo.saveSnapshot({
+    time: new Date().toISOString(),
+    hostname: 'evil',
+    username: 'evil',
+    kind: 'files',
+    paths: ['/x'],
+    tags: [],
+    root: hex(id),
+    size: 0,
+  });
+}
+
+/** A tree with one entry, its name patched in after encoding so no encoder check applies. */
+function treeWithName(name: Buffer): Buffer {
+  const placeholder = Buffer.alloc(name.length, 0x61);
+  const raw = encodeTree({ entries: [entry(placeholder, 'file')] });
+  const at = raw.indexOf(placeholder);
+  name.copy(raw, at);
+  return raw;
+}
+
+async function restoreCli(snapId: string, target: string) {
+  return cairn(['restore', snapId, '--target', target], {
+    env: { CAIRN_REPO: t!.repoDir, CAIRN_CACHE_DIR: t!.cacheDir },
+  });
+}
+
+describe('hostile repositories', () => {
+  for (const [label, name] of [
+    ['a name with a slash', Buffer.from('../../escaped')],
+    ['a name that is ..', Buffer.from('..')],
+    ['a name with NUL', Buffer.from('a\0b')],
+  ] as const) {
+    it(`refuses ${label}, writing nothing outside the target`, async () => {
+      t = await makeRepo({ encryption: false });
+      const snap = await snapshotOf(t.repo, treeWithName(name));
+      const d = await tempDir();
+      const target = join(d.path, 'deep', 'target');
+      const r = await restoreCli(snap, target);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/^cairn: .*damaged.*bad or unsorted entry name/m);
+      expect(await readdir(d.path)).toEqual(['deep']);
+      await d.cleanup();
+    });
+  }
+
+  it('refuses a file whose chunk lengths do not add up to its size', async () => {
+    t = await makeRepo({ encryption: false });
+    const raw = encodeTree({
+      entries: [entry('f', 'file', { size: 10, content: [{ id: null, length: 10 }] })],
+    });
+    // Patch the declared size (varint 10) to 11 after the fact.
+    const tampered = Buffer.from(raw);
+    const sizeAt = tampered.lastIndexOf(Buffer.from([10, 0, 1, 1, 10]));
+    tampered[sizeAt] = 11;
+    const snap = await snapshotOf(t.repo, tampered);
+    const d = await tempDir();
+    const r = await restoreCli(snap, join(d.path, 't'));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/damaged/);
+    await d.cleanup();
+  });
+
+  it('does not follow a symlink planted in the target', async () => {
+    t = await makeRepo({ encryption: false });
+    const store = await t.repo.blobs();
+    const leaf = await store.put('tree', encodeTree({ entries: [entry('passwd', 'file')] }));
+    const root = encodeTree({ entries: [entry('x', 'dir', { subtree: leaf.id })] });
+    const snap = await snapshotOf(t.repo, root);
+    const d = await tempDir();
+    const outside = join(d.path, 'outside');
+    await mkdir(outside);
+    await writeFile(join(outside, 'passwd'), 'precious');
+    const target = join(d.path, 'target');
+    await mkdir(target);
+    await symlink(outside, join(target, 'x'));
+    await restoreCli(snap, target);
+    const { readFile } = await import('node:fs/promises');
+    expect(await readFile(join(outside, 'passwd'), 'utf8')).toBe('precious');
+    expect((await lstat(join(target, 'x'))).isSymbolicLink()).toBe(false);
+    await d.cleanup();
+  });
+
+  it('refuses a snapshot whose root is not a stored tree', async () => {
+    t = await makeRepo({ encryption: false });
+    const snap = await t.repo.saveSnapshot({
+      time: new Date().toISOString(),
+      hostname: 'evil',
+      username: 'evil',
+      kind: 'files',
+      paths: ['/x'],
+      tags: [],
+      root: 'ee'.repeat(32),
+      size: 0,
+    });
+    const d = await tempDir();
+    const r = await restoreCli(snap, join(d.path, 't'));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^cairn: .*not in the index/m);
+    await d.cleanup();
+  });
+});
