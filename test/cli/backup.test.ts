@@ -8,9 +8,9 @@ import { LocalBackend } from '../../src/repo/backend/local.js';
 import { Repository } from '../../src/repo/repository.js';
 import type { StoredSnapshot } from '../../src/repo/snapshot.js';
 import { type TempDir, tempDir } from '../helpers.js';
-import { CAIRN, cairn, type RunResult } from './run.js';
+import { CAIRN, cairn, cliEnv, FAST_KDF_FLAGS, type RunResult } from './run.js';
 
-const FAST = ['--kdf-memory', '1', '--kdf-time', '1'];
+const FAST = FAST_KDF_FLAGS;
 const PASSWORD = 'secret';
 const isRoot = process.getuid?.() === 0;
 const hasSetpriv = spawnSync('setpriv', ['--version']).status === 0;
@@ -22,11 +22,7 @@ beforeEach(async () => {
   d = await tempDir();
   src = join(d.path, 'src');
   await mkdir(src);
-  env = {
-    CAIRN_REPO: join(d.path, 'repo'),
-    CAIRN_PASSWORD: PASSWORD,
-    CAIRN_CACHE_DIR: join(d.path, 'cache'),
-  };
+  env = cliEnv(d.path, PASSWORD);
 });
 afterEach(() => d.cleanup());
 

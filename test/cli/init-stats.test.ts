@@ -2,21 +2,17 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type TempDir, tempDir } from '../helpers.js';
-import { cairn } from './run.js';
+import { cairn, cliEnv, FAST_KDF_FLAGS } from './run.js';
 
 let d: TempDir;
 let env: Record<string, string>;
 beforeEach(async () => {
   d = await tempDir();
-  env = {
-    CAIRN_REPO: join(d.path, 'repo'),
-    CAIRN_PASSWORD: 'secret',
-    CAIRN_CACHE_DIR: join(d.path, 'cache'),
-  };
+  env = cliEnv(d.path, 'secret');
 });
 afterEach(() => d.cleanup());
 
-const FAST = ['--kdf-memory', '1', '--kdf-time', '1'];
+const FAST = FAST_KDF_FLAGS;
 
 describe('cairn init', () => {
   it('creates a repository, and refuses a second init with exit 1', async () => {

@@ -2,19 +2,15 @@ import { readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type TempDir, tempDir } from '../helpers.js';
-import { cairn } from './run.js';
+import { cairn, cliEnv, FAST_KDF_FLAGS } from './run.js';
 
 let d: TempDir;
 let env: Record<string, string>;
-const FAST = ['--kdf-memory', '1', '--kdf-time', '1'];
+const FAST = FAST_KDF_FLAGS;
 
 beforeEach(async () => {
   d = await tempDir();
-  env = {
-    CAIRN_REPO: join(d.path, 'repo'),
-    CAIRN_PASSWORD: 'first-secret',
-    CAIRN_CACHE_DIR: join(d.path, 'cache'),
-  };
+  env = cliEnv(d.path, 'first-secret');
   expect((await cairn(['init', ...FAST], { env })).code).toBe(0);
 });
 afterEach(() => d.cleanup());

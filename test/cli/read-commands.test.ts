@@ -9,9 +9,9 @@ import { Repository } from '../../src/repo/repository.js';
 import type { StoredSnapshot } from '../../src/repo/snapshot.js';
 import { describeTree, snapshotDir } from '../files/build-snapshot.js';
 import { type TempDir, tempDir } from '../helpers.js';
-import { cairn } from './run.js';
+import { cairn, cliEnv, FAST_KDF_FLAGS } from './run.js';
 
-const FAST = ['--kdf-memory', '1', '--kdf-time', '1'];
+const FAST = FAST_KDF_FLAGS;
 const PASSWORD = 'secret';
 const B = (s: string) => Buffer.from(s, 'latin1');
 
@@ -22,11 +22,7 @@ beforeEach(async () => {
   d = await tempDir();
   src = join(d.path, 'src');
   await mkdir(src);
-  env = {
-    CAIRN_REPO: join(d.path, 'repo'),
-    CAIRN_PASSWORD: PASSWORD,
-    CAIRN_CACHE_DIR: join(d.path, 'cache'),
-  };
+  env = cliEnv(d.path, PASSWORD);
   expect((await cairn(['init', ...FAST], { env })).code).toBe(0);
 });
 afterEach(() => d.cleanup());

@@ -1,8 +1,21 @@
 import { spawn } from 'node:child_process';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** The built CLI; `npm test` builds before running the suite. */
 export const CAIRN = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url));
+
+/** `init` flags that keep the key derivation out of test time. */
+export const FAST_KDF_FLAGS = ['--kdf-memory', '1', '--kdf-time', '1'];
+
+/** The environment a test's CLI runs use: repository and cache inside `dir`. */
+export function cliEnv(dir: string, password = 'secret'): Record<string, string> {
+  return {
+    CAIRN_REPO: join(dir, 'repo'),
+    CAIRN_PASSWORD: password,
+    CAIRN_CACHE_DIR: join(dir, 'cache'),
+  };
+}
 
 export interface RunResult {
   code: number;
