@@ -20,7 +20,8 @@ export function buildProgram(version: string): Command {
     .option('-q, --quiet', 'only errors and results')
     .option('--no-progress', 'no progress display')
     .option('--cache-dir <dir>', 'where local caches live (env CAIRN_CACHE_DIR)')
-    .option('--lock-wait <duration>', 'wait this long for a locked repository (e.g. 30s, 5m)')
+    .option('--s3-endpoint <url>', 'S3 endpoint (default: AWS_ENDPOINT_URL_S3, profile, AWS)')
+    .option('--s3-path-style', 'address S3 buckets by path (implied for IP and bare hosts)')
     .showHelpAfterError()
     .exitOverride();
   registerInit(program);
