@@ -1,6 +1,7 @@
 import { Command, Option } from 'commander';
 import { registerBackup } from './commands/backup.js';
 import { registerCat } from './commands/cat.js';
+import { registerDiff } from './commands/diff.js';
 import { registerImage } from './commands/image.js';
 import { registerInit } from './commands/init.js';
 import { registerKey } from './commands/key.js';
@@ -34,6 +35,7 @@ export function buildProgram(version: string): Command {
   registerCat(program);
   registerRestore(program);
   registerMount(program);
+  registerDiff(program);
   for (const cmd of program.commands) cmd.showHelpAfterError().exitOverride();
   return program;
 }

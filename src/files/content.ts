@@ -5,7 +5,7 @@ import type { BlobStore } from '../repo/blob-store.js';
 import { allocShared } from '../repo/pack.js';
 import { Semaphore } from '../util/semaphore.js';
 import { sourceCall, type WalkEntry } from './fsmeta.js';
-import type { ContentPart } from './tree.js';
+import { type ContentPart, mergeHoles } from './tree.js';
 
 /** A file as a tree entry records it. */
 export interface Content {
@@ -101,19 +101,6 @@ export class ContentSaver {
     part.catch(() => undefined);
     parts.push(part);
   }
-}
-
-function mergeHoles(parts: ContentPart[]): ContentPart[] {
-  const out: ContentPart[] = [];
-  for (const p of parts) {
-    const last = out.at(-1);
-    if (p.id === null && last?.id === null) {
-      out[out.length - 1] = { id: null, length: last.length + p.length };
-    } else {
-      out.push(p);
-    }
-  }
-  return out;
 }
 
 export interface FileRead {

@@ -65,6 +65,20 @@ export interface Tree {
   entries: TreeEntry[];
 }
 
+/** Adjacent holes as one: the canonical form of a content list (zeros are zeros). */
+export function mergeHoles(parts: readonly ContentPart[]): ContentPart[] {
+  const out: ContentPart[] = [];
+  for (const p of parts) {
+    const last = out.at(-1);
+    if (p.id === null && last?.id === null) {
+      out[out.length - 1] = { id: null, length: last.length + p.length };
+    } else {
+      out.push(p);
+    }
+  }
+  return out;
+}
+
 export function compareNames(a: Buffer, b: Buffer): number {
   return Buffer.compare(a, b);
 }
