@@ -2,8 +2,12 @@ import { homedir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { CairnError } from '../errors.js';
 import type { Backend } from '../repo/backend/backend.js';
+import { DeferredBackend } from '../repo/backend/deferred.js';
 import { LocalBackend } from '../repo/backend/local.js';
+import { parseS3Url, s3Location } from '../repo/backend/s3-url.js';
+import { describeLock } from '../repo/lock.js';
 import { Repository } from '../repo/repository.js';
+import { warn } from './output.js';
 import { readPassword } from './password.js';
 
 /** Options every command accepts (SPEC §1, global options). */
@@ -14,6 +18,12 @@ export interface GlobalOptions {
   quiet?: boolean;
   progress?: boolean;
   cacheDir?: string;
+  /** How long to wait for a conflicting lock, e.g. `30s`, `5m` (default: fail at once). */
+  lockWait?: string;
+  /** S3 endpoint URL (default: the AWS SDK's environment and profile, else AWS). */
+  s3Endpoint?: string;
+  /** Address S3 buckets by path (implied for IP and single-label endpoints). */
+  s3PathStyle?: boolean;
 }
 
 export function repoLocation(g: GlobalOptions): string {
@@ -22,7 +32,14 @@ export function repoLocation(g: GlobalOptions): string {
   return loc;
 }
 
-export function openBackend(location: string): Backend {
+export function openBackend(location: string, g: GlobalOptions = {}): Backend {
+  if (location.startsWith('s3://')) {
+    const opts = { endpoint: g.s3Endpoint, pathStyle: g.s3PathStyle };
+    return new DeferredBackend(s3Location(parseS3Url(location)), async () => {
+      const { S3Backend } = await import('../repo/backend/s3.js');
+      return new S3Backend(location, opts);
+    });
+  }
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location)) {
     throw new CairnError(`unsupported repository location ${location}`);
   }
@@ -37,16 +54,34 @@ export function cacheDir(g: GlobalOptions): string {
 }
 
 export async function openRepository(g: GlobalOptions): Promise<Repository> {
-  const backend = openBackend(repoLocation(g));
+  const backend = openBackend(repoLocation(g), g);
   try {
     return await Repository.open(backend, {
       cacheDir: cacheDir(g),
       password: () => readPassword(g),
+      lockWaitMs: g.lockWait === undefined ? 0 : parseDuration(g.lockWait),
+      onLockWait: (holder, ms) => {
+        if (g.quiet) return;
+        warn(`repository is locked by ${describeLock(holder)}; waiting up to ${ms / 1000} s`);
+      },
     });
   } catch (err) {
     await backend.close();
     throw err;
   }
+}
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** A duration such as `500ms`, `30s`, `5m`, `1h` or `1h30m`; a bare number is seconds. */
+export function parseDuration(text: string): number {
+  const t = text.trim();
+  if (/^\d+(\.\d+)?$/.test(t)) return Number(t) * 1000;
+  const parts = [...t.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)];
+  if (parts.length === 0 || parts.map((p) => p[0]).join('') !== t) {
+    throw new CairnError(`invalid duration "${text}": use e.g. 30s, 5m or 1h`, 'Usage');
+  }
+  return parts.reduce((ms, p) => ms + Number(p[1]) * DURATION_UNITS[p[2]!]!, 0);
 }
 
 /** Opens the repository, runs `fn` and always closes it. */

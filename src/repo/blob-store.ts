@@ -8,7 +8,7 @@ import { decodeBlob, encodeBlob } from './blob-codec.js';
 import type { BlobWorkerInit } from './blob-worker.js';
 import { encodeSegment, segmentName } from './index-segment.js';
 import type { IndexView } from './index-view.js';
-import { PackBuilder, packName } from './pack.js';
+import { allocShared, PackBuilder, packName } from './pack.js';
 import { BlobWorkerPool } from './worker-pool.js';
 
 export interface BlobStoreOptions {
@@ -39,8 +39,16 @@ export interface BlobStoreStats {
 
 /** Blobs below this are hashed and sealed on the main thread: a worker round trip costs more. */
 const INLINE_LIMIT = 64 << 10;
+/** Room past the target pack size for the blob that crosses it and the TOC. */
+const PACK_SLACK = 4 << 20;
 /** Pack writes in flight while the pipeline keeps filling the next pack. */
 const PACK_WRITES_IN_FLIGHT = 2;
+/**
+ * A segment is also written when a pack is durable and the last segment is older than this,
+ * so a backup killed midway leaves what it stored indexed and the next one reuses it (the
+ * first pack is indexed at once). At most one small extra object a second; prune merges them.
+ */
+const CHECKPOINT_MS = 1000;
 
 /**
  * put/get of content-addressed blobs: deduplicated by ID, compressed, sealed, appended to
@@ -58,12 +66,13 @@ export class BlobStore {
   };
   /** Blobs of this session not yet in the view: location once their pack is durable. */
   private readonly session = new Map<string, BlobLocation | undefined>();
-  private readonly builders = { data: new PackBuilder(), meta: new PackBuilder() };
+  private readonly builders: { data: PackBuilder; meta: PackBuilder };
   /** Buffers of written packs, reused for the next ones. */
   private readonly spareBuffers: Buffer[] = [];
   private readonly writing = new Set<Promise<void>>();
   private unindexed: BlobLocation[] = [];
   private segmentChain: Promise<void> = Promise.resolve();
+  private lastSegmentAt = 0;
   private pool: BlobWorkerPool | undefined;
   private readonly slots: Semaphore;
   private failure: unknown;
@@ -76,6 +85,7 @@ export class BlobStore {
     private readonly workerInit: BlobWorkerInit,
     private readonly opts: BlobStoreOptions,
   ) {
+    this.builders = { data: this.newBuilder(), meta: this.newBuilder() };
     this.slots = new Semaphore(2 * (opts.workers ?? availableParallelism()) + 2);
   }
 
@@ -163,7 +173,7 @@ export class BlobStore {
     this.stats.bytesAdded += sealed.length;
     this.stats.rawBytesAdded += rawLength;
     if (builder.byteSize >= this.opts.packSize) {
-      this.builders[cls] = new PackBuilder(this.spareBuffers.pop());
+      this.builders[cls] = this.newBuilder();
       await this.startPackWrite(builder);
     }
     return { id, added: true, storedSize: sealed.length };
@@ -191,14 +201,15 @@ export class BlobStore {
       this.session.set(hex(e.id), loc);
       this.unindexed.push(loc);
     }
-    if (this.unindexed.length >= (this.opts.segmentEntries ?? 32_768)) await this.queueSegment();
+    const full = this.unindexed.length >= (this.opts.segmentEntries ?? 32_768);
+    if (full || Date.now() - this.lastSegmentAt >= CHECKPOINT_MS) await this.queueSegment();
   }
 
   private async flushPacks(): Promise<void> {
     for (const cls of ['data', 'meta'] as const) {
       const builder = this.builders[cls];
       if (builder.count === 0) continue;
-      this.builders[cls] = new PackBuilder(this.spareBuffers.pop());
+      this.builders[cls] = this.newBuilder();
       await this.startPackWrite(builder);
     }
     await Promise.all(this.writing);
@@ -210,6 +221,7 @@ export class BlobStore {
     const entries = this.unindexed;
     this.unindexed = [];
     if (entries.length === 0) return this.segmentChain;
+    this.lastSegmentAt = Date.now();
     this.segmentChain = this.segmentChain.then(async () => {
       const { id, bytes } = encodeSegment({ supersedes: [], entries }, this.sealer);
       await this.backend.write(segmentName(id), bytes);
@@ -221,6 +233,14 @@ export class BlobStore {
       this.failure ??= err;
     });
     return this.segmentChain;
+  }
+
+  /**
+   * A builder whose buffer already holds a full pack, so it never grows by doubling (which
+   * left 32 MiB buffers behind). Untouched pages of a fresh buffer cost no memory.
+   */
+  private newBuilder(): PackBuilder {
+    return new PackBuilder(this.spareBuffers.pop() ?? allocShared(this.opts.packSize + PACK_SLACK));
   }
 
   private workerPool(): BlobWorkerPool {

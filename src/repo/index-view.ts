@@ -108,8 +108,9 @@ export class IndexView {
       for (const s of seg.supersedes) superseded.add(s.toString('hex'));
       await this.addSegment(h, seg.entries);
     }
-    if ([...superseded].some((h) => merged.has(h))) {
-      // A newer segment replaces one already merged: start over without the replaced ones.
+    if ([...superseded].some((h) => listed.has(h) || merged.has(h))) {
+      // A newer segment replaces one merged before or just now (an interrupted prune or
+      // repair leaves replaced segments behind): start over without the replaced ones.
       await this.db.clear();
       return { segmentsMerged: await this.mergeExcept(backend, sealer, listed), rebuilt: true };
     }
@@ -126,9 +127,10 @@ export class IndexView {
     }
     let n = 0;
     for (const [h, entries] of segments) {
-      if (superseded.has(h)) continue;
-      await this.addSegment(h, entries);
-      n++;
+      // A replaced segment is recorded as merged with no entries, so the next sync neither
+      // adds its entries nor starts over because of it again.
+      await this.addSegment(h, superseded.has(h) ? [] : entries);
+      if (!superseded.has(h)) n++;
     }
     return n;
   }

@@ -38,11 +38,18 @@ export class Lock {
   static async acquire(
     backend: Backend,
     sealer: Sealer,
-    opts: { exclusive: boolean; command: string; waitMs?: number },
+    opts: {
+      exclusive: boolean;
+      command: string;
+      waitMs?: number;
+      /** Called once, when a conflicting lock makes this one wait. */
+      onWait?: (holder: LockInfo, waitMs: number) => void;
+    },
   ): Promise<Lock> {
     const deadline = Date.now() + (opts.waitMs ?? 0);
+    let waiting = false;
     for (;;) {
-      const now = new Date().toISOString();
+      const now = new Date(await clock(backend)).toISOString();
       const info: LockInfo = {
         hostname: hostname(),
         pid: process.pid,
@@ -63,8 +70,11 @@ export class Lock {
       }
       await backend.delete(name);
       if (Date.now() >= deadline) {
-        throw new CairnError(`repository is locked by ${describeLock(holder)}`, 'Locked');
+        const since = await clock(backend);
+        throw new CairnError(`repository is locked by ${describeLock(holder, since)}`, 'Locked');
       }
+      if (!waiting) opts.onWait?.(holder, opts.waitMs ?? 0);
+      waiting = true;
       await sleep(POLL_MS + Math.random() * POLL_MS);
     }
   }
@@ -75,7 +85,7 @@ export class Lock {
   }
 
   private async refresh(): Promise<void> {
-    this.info.refreshed = new Date().toISOString();
+    this.info.refreshed = new Date(await clock(this.backend).catch(() => Date.now())).toISOString();
     const bytes = this.sealer.seal(Buffer.from(JSON.stringify(this.info)));
     await this.backend.write(this.name, bytes, { overwrite: true }).catch(() => undefined);
   }
@@ -87,11 +97,12 @@ async function findConflict(
   ours: string,
   exclusive: boolean,
 ): Promise<LockInfo | undefined> {
+  const now = await clock(backend);
   for await (const o of backend.list('locks')) {
     if (o.name === ours) continue;
     const info = await readLock(backend, sealer, o.name);
     if (!info) continue;
-    if (isStale(info)) {
+    if (isStale(info, now)) {
       if (info.hostname === hostname()) await backend.delete(o.name);
       continue;
     }
@@ -111,6 +122,15 @@ export async function readLock(
     // Released between list and read, or written under another key: not ours to judge.
     return undefined;
   }
+}
+
+/**
+ * Lock times are written and judged by the storage's clock where it has one (S3's Date
+ * header), else this machine's: hosts sharing a bucket need not agree on the time, and the
+ * 30-minute window leaves room for the storage clock's one-second resolution and latency.
+ */
+function clock(backend: Backend): Promise<number> {
+  return backend.now ? backend.now() : Promise.resolve(Date.now());
 }
 
 export function isStale(info: LockInfo, now = Date.now()): boolean {

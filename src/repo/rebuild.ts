@@ -1,5 +1,6 @@
-import { type BlobLocation, hex } from './blob.js';
-import { encodeSegment, segmentIdFromName, segmentName } from './index-segment.js';
+import { hex } from './blob.js';
+import { IndexReplacer } from './index-replace.js';
+import { segmentIdFromName } from './index-segment.js';
 import { packIdFromName, readPackToc } from './pack.js';
 import type { Repository } from './repository.js';
 
@@ -12,20 +13,19 @@ export interface RebuildResult {
   damaged: { pack: string; error: string }[];
 }
 
-const SEGMENT_ENTRIES = 32_768;
-
 /**
- * Rebuilds the index from the packs alone: reads every pack's table of contents, writes new
- * segments that supersede all existing ones, and only then deletes the old segments, so a
- * crash at any point leaves a usable index. The local view follows on its next sync.
+ * Rebuilds the index from the packs alone: reads every pack's table of contents and replaces
+ * all existing segments with new ones (see IndexReplacer: a crash at any point leaves a usable
+ * index). The local view follows on its next sync.
  */
 export async function rebuildIndex(repo: Repository): Promise<RebuildResult> {
   const { backend, sealer } = repo;
-  const old: Buffer[] = [];
+  const old: string[] = [];
   for await (const o of backend.list('index')) {
     const h = segmentIdFromName(o.name);
-    if (h) old.push(Buffer.from(h, 'hex'));
+    if (h) old.push(h);
   }
+  const replacer = new IndexReplacer(backend, sealer, old);
   const result: RebuildResult = {
     packs: 0,
     blobs: 0,
@@ -33,31 +33,20 @@ export async function rebuildIndex(repo: Repository): Promise<RebuildResult> {
     segmentsRemoved: 0,
     damaged: [],
   };
-  let batch: BlobLocation[] = [];
-  const writeBatch = async () => {
-    const { id, bytes } = encodeSegment({ supersedes: old, entries: batch }, sealer);
-    await backend.write(segmentName(id), bytes);
-    result.segmentsWritten++;
-    batch = [];
-  };
   for await (const o of backend.list('data')) {
     const pack = packIdFromName(o.name);
     if (!pack) continue;
     try {
       const entries = await readPackToc(backend, o.name, sealer, o.size);
-      for (const e of entries) batch.push({ ...e, pack });
+      for (const e of entries) await replacer.add({ ...e, pack });
       result.packs++;
       result.blobs += entries.length;
     } catch (err) {
       result.damaged.push({ pack: hex(pack), error: (err as Error).message });
     }
-    if (batch.length >= SEGMENT_ENTRIES) await writeBatch();
   }
-  if (batch.length > 0 || result.segmentsWritten === 0) await writeBatch();
-  // New segments list the old ones as superseded, so their names never collide with them.
-  for (const id of old) {
-    await backend.delete(segmentName(id));
-    result.segmentsRemoved++;
-  }
+  const stats = await replacer.commit();
+  result.segmentsWritten = stats.segmentsWritten;
+  result.segmentsRemoved = stats.segmentsRemoved;
   return result;
 }

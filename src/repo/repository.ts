@@ -25,7 +25,7 @@ import type { BlobWorkerInit } from './blob-worker.js';
 import { configMode, decodeConfig, encodeConfig, newRepoId, type RepoConfig } from './config.js';
 import { IndexView } from './index-view.js';
 import { addKey, unlock } from './keys.js';
-import { Lock } from './lock.js';
+import { Lock, type LockInfo } from './lock.js';
 import {
   listSnapshotIds,
   loadSnapshot,
@@ -64,6 +64,8 @@ export interface OpenOptions {
   workers?: number;
   /** How long `lock` waits for a conflicting lock to go away by default (ms; default 0). */
   lockWaitMs?: number;
+  /** Told when a lock has to wait for another process's (to say so to the user). */
+  onLockWait?: (holder: LockInfo, waitMs: number) => void;
 }
 
 /** An open repository: its backend, keys, config and (lazily) its blob store. */
@@ -199,7 +201,8 @@ export class Repository {
   }
 
   lock(exclusive: boolean, command: string, waitMs = this.opts.lockWaitMs ?? 0): Promise<Lock> {
-    return Lock.acquire(this.backend, this.sealer, { exclusive, command, waitMs });
+    const onWait = this.opts.onLockWait;
+    return Lock.acquire(this.backend, this.sealer, { exclusive, command, waitMs, onWait });
   }
 
   async close(): Promise<void> {

@@ -40,7 +40,7 @@ export function registerInit(program: Command): void {
         ...(flags.kdfMemory ? { m: Number(flags.kdfMemory) * 1024 } : {}),
         ...(flags.kdfTime ? { t: Number(flags.kdfTime) } : {}),
       };
-      const backend = openBackend(location);
+      const backend = openBackend(location, g);
       if (await backend.stat('config')) {
         await backend.close();
         throw new CairnError(`a repository already exists at ${location}`, 'RepoExists');

@@ -20,6 +20,11 @@ export interface Backend {
   stat(name: string): Promise<ObjectInfo | undefined>;
   /** Deletes an object; deleting a missing object is not an error. */
   delete(name: string): Promise<void>;
+  /**
+   * The current time by the storage's own clock (ms since the epoch), where it has one that
+   * several hosts share (S3); locks use it so hosts whose clocks differ judge staleness alike.
+   */
+  now?(): Promise<number>;
   close(): Promise<void>;
 }
 
