@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { CairnError, shortHex } from '../../errors.js';
 import { findEntry, readFileContent, rootTreeId } from '../../files/browse.js';
+import { openImageFiles } from '../../fs/index.js';
 import { catImage } from '../../image/index.js';
 import type { Repository } from '../../repo/repository.js';
 import type { StoredSnapshot } from '../../repo/snapshot.js';
@@ -18,9 +19,7 @@ export function registerCat(program: Command): void {
     const g = cmd.optsWithGlobals<GlobalOptions>();
     await withSnapshot(g, ref, flags, 'cat', async (repo, snap) => {
       if (snap.kind === 'image') {
-        if (path !== undefined) {
-          throw new CairnError('reading files inside an image snapshot is not supported yet');
-        }
+        if (path !== undefined) return streamTo(process.stdout, await imageFile(repo, snap, path));
         await whileNotInterrupted((signal) => catImageQuietly(repo, snap, signal));
         return;
       }
@@ -44,6 +43,22 @@ async function fileContent(
   if (entry.type !== 'file')
     throw new CairnError(`${path} is a ${entry.type}, not a file ${where}`);
   return readFileContent(store, entry);
+}
+
+/** A file inside an image snapshot's filesystems (`part<N>/…` for whole disks). */
+async function imageFile(
+  repo: Repository,
+  snap: StoredSnapshot,
+  path: string,
+): Promise<AsyncIterable<Buffer>> {
+  const { files, volumes } = await openImageFiles(repo, snap);
+  if (!files) {
+    const why = volumes.map((v) => v.note).filter(Boolean);
+    throw new CairnError(
+      `no readable filesystem in image snapshot ${shortHex(snap.id)}: ${why.join('; ')}`,
+    );
+  }
+  return files.readFile(path);
 }
 
 /** The whole image to stdout; a reader that goes away (EPIPE) ends it quietly, like cat(1). */

@@ -3,11 +3,12 @@ import { CairnError, shortHex } from '../../errors.js';
 import { findEntry, HardlinkTracker, rootTreeId, walkFrom } from '../../files/browse.js';
 import { displayText, jsonPath } from '../../files/paths.js';
 import type { EntryType, TreeEntry } from '../../files/tree.js';
+import { openImageFiles, treeEntry, type VolumeInfo } from '../../fs/index.js';
 import { describeImage } from '../../image/index.js';
 import type { Repository } from '../../repo/repository.js';
 import type { StoredSnapshot } from '../../repo/snapshot.js';
 import type { GlobalOptions } from '../context.js';
-import { formatBytes, printJson, printLine } from '../output.js';
+import { formatBytes, printJson, printLine, warn } from '../output.js';
 import { addFilterOptions, type FilterFlags, withSnapshot } from '../snapshot-args.js';
 import { localTime } from './snapshots.js';
 
@@ -26,9 +27,9 @@ export function registerLs(program: Command): void {
   ).action(async (ref: string, path: string | undefined, flags: LsFlags, cmd: Command) => {
     const g = cmd.optsWithGlobals<GlobalOptions>();
     await withSnapshot(g, ref, flags, 'ls', async (repo, snap) => {
-      // Files inside an image's filesystems are the image layer's to list (SPEC: `part<N>/…`).
-      if (snap.kind === 'image') return listImage(repo, snap, g.json === true);
-      await listFiles(repo, snap, path ?? '/', g.json ? 'json' : flags.long ? 'long' : 'short');
+      const form = g.json ? 'json' : flags.long ? 'long' : 'short';
+      if (snap.kind === 'image') return listImage(repo, snap, path, form, g.quiet === true);
+      await listFiles(repo, snap, path ?? '/', form);
     });
   });
 }
@@ -54,9 +55,57 @@ async function listFiles(
   }
 }
 
-/** An image snapshot: its name, size and partition table, from the snapshot and manifest. */
-async function listImage(repo: Repository, snap: StoredSnapshot, json: boolean): Promise<void> {
+/**
+ * An image snapshot: without PATH its name, size and partitions; then the files inside it
+ * (SPEC: `part<N>/…` for whole disks) at and below PATH, in the file snapshot's forms.
+ */
+async function listImage(
+  repo: Repository,
+  snap: StoredSnapshot,
+  path: string | undefined,
+  form: 'short' | 'long' | 'json',
+  quiet: boolean,
+): Promise<void> {
+  const { files, volumes } = await openImageFiles(repo, snap);
+  if (path === undefined) await describeImageHeader(repo, snap, volumes, form === 'json');
+  // Why a recognised filesystem's files are missing (or may be stale): a note, not an error.
+  for (const v of volumes) if (v.type && v.note && !quiet) warn(`${volumeName(v)}: ${v.note}`);
+  if (!files) {
+    if (path === undefined) return;
+    throw new CairnError(`no readable filesystem in image snapshot ${shortHex(snap.id)}`);
+  }
+  const links = new HardlinkTracker();
+  let errors = 0;
+  const onError = (p: Buffer, err: Error) => {
+    errors++;
+    warn(`${displayText(p)}: ${err.message}`);
+  };
+  for await (const e of files.walk(path ?? '/', { onError })) {
+    const entry = treeEntry(e.path.subarray(e.path.lastIndexOf(0x2f) + 1), e.stat, e.target);
+    const original = links.linkTarget(entry, e.path);
+    if (form === 'json') {
+      printJson({ ...entryJson(e.path, entry, original), ...unreadable(e.stat.unreadable) });
+    } else if (form === 'long') printLine(longLine(e.path, entry));
+    else printLine(displayText(e.path));
+  }
+  if (errors > 0) throw new CairnError(`${errors} entries in the image could not be read`);
+}
+
+const unreadable = (why?: string) => (why ? { unreadable: why } : {});
+
+function volumeName(v: VolumeInfo): string {
+  return v.partition === undefined ? 'image' : `part${v.partition}`;
+}
+
+async function describeImageHeader(
+  repo: Repository,
+  snap: StoredSnapshot,
+  volumes: VolumeInfo[],
+  json: boolean,
+): Promise<void> {
   const d = await describeImage(repo, snap);
+  const fsOf = (n?: number) => volumes.find((v) => v.partition === n)?.type;
+  const withFs = (n?: number) => (fsOf(n) ? { filesystem: fsOf(n) } : {});
   if (json) {
     const table = d.partitionTable ? { partition_table: d.partitionTable } : {};
     return printJson({
@@ -64,15 +113,18 @@ async function listImage(repo: Repository, snap: StoredSnapshot, json: boolean):
       name: d.name,
       size: d.size,
       ...table,
-      partitions: d.partitions,
+      ...(d.partitionTable ? {} : withFs()),
+      partitions: d.partitions.map((p) => ({ ...p, ...withFs(p.number) })),
     });
   }
   printLine(`image ${displayText(d.name)}, ${formatBytes(d.size)} (${d.size} bytes)`);
   if (d.partitionTable) printLine(`partition table: ${d.partitionTable}`);
+  else if (fsOf()) printLine(`filesystem: ${fsOf()}`);
   for (const p of d.partitions) {
     const label = p.label ? ` ${displayText(p.label)}` : '';
     const where = `start ${p.start}, ${formatBytes(p.size)}`;
-    printLine(`  part${p.number}  type ${displayText(p.type)}  ${where}${label}`);
+    const fs = fsOf(p.number) ? `  ${fsOf(p.number)}` : '';
+    printLine(`  part${p.number}  type ${displayText(p.type)}  ${where}${label}${fs}`);
   }
 }
 

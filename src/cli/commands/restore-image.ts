@@ -22,7 +22,10 @@ export async function restoreImageCommand(
   g: GlobalOptions,
 ): Promise<void> {
   if (flags.include?.length || flags.exclude?.length) {
-    throw new CairnError('--include/--exclude select files; an image is restored whole', 'Usage');
+    throw new CairnError(
+      '--include/--exclude select files: add --files to extract files from the image',
+      'Usage',
+    );
   }
   const progress = createProgress(showProgress(g));
   const result = await whileNotInterrupted(async (signal) => {

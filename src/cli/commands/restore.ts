@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
-import { CairnError } from '../../errors.js';
+import { CairnError, shortHex } from '../../errors.js';
 import { displayText } from '../../files/paths.js';
-import { type RestoreSummary, restore } from '../../files/restorer.js';
+import { type RestoreEvent, type RestoreSummary, restore } from '../../files/restorer.js';
+import { type ExtractOptions, extractFiles, openImageFiles } from '../../fs/index.js';
 import type { Repository } from '../../repo/repository.js';
 import type { StoredSnapshot } from '../../repo/snapshot.js';
 import { type GlobalOptions, showProgress } from '../context.js';
@@ -15,7 +16,9 @@ import {
 } from '../snapshot-args.js';
 import { type RestoreImageFlags, restoreImageCommand } from './restore-image.js';
 
-interface RestoreFlags extends FilterFlags, RestoreImageFlags {}
+interface RestoreFlags extends FilterFlags, RestoreImageFlags {
+  files?: boolean;
+}
 
 /** JSON status lines at most this often: enough to follow, few enough to parse. */
 const STATUS_EVERY_MS = 1000;
@@ -35,11 +38,21 @@ export function registerRestore(program: Command): void {
       )
       .option('--exclude <glob>', 'do not restore matching paths (repeatable)', collectOption)
       .option('--verify', 'read every restored byte back and check it against its chunk IDs')
-      .option('--delta', 'image snapshots: write only what differs from what the target holds'),
+      .option('--delta', 'image snapshots: write only what differs from what the target holds')
+      .option(
+        '--files',
+        'image snapshots: extract the files inside the image instead of its bytes',
+      ),
   ).action(async (ref: string, flags: RestoreFlags, cmd: Command) => {
     const g = cmd.optsWithGlobals<GlobalOptions>();
     await withSnapshot(g, ref, flags, 'restore', async (repo, snap) => {
-      if (snap.kind === 'image') return restoreImageCommand(repo, snap, flags, g);
+      if (snap.kind === 'image' && !flags.files) return restoreImageCommand(repo, snap, flags, g);
+      if (flags.files && (snap.kind !== 'image' || flags.delta)) {
+        throw new CairnError(
+          '--files extracts the files of an image snapshot (no --delta)',
+          'Usage',
+        );
+      }
       await restoreFiles(repo, snap, flags, g);
     });
   });
@@ -65,12 +78,16 @@ async function restoreFiles(
   let lastStatus = Date.now();
   let summary: RestoreSummary;
   try {
-    const events = restore(repo, snap, flags.target, {
+    const opts = {
       include: flags.include,
       exclude: flags.exclude,
       verify: flags.verify,
       signal: stop.signal,
-    });
+    };
+    const events =
+      snap.kind === 'image'
+        ? await extractImageFiles(repo, snap, flags.target, opts)
+        : restore(repo, snap, flags.target, opts);
     for (;;) {
       const next = await events.next();
       if (next.done) {
@@ -104,6 +121,23 @@ async function restoreFiles(
   if (summary.errors > 0) {
     throw new CairnError(`restore finished with ${summary.errors} error(s), listed above`);
   }
+}
+
+async function extractImageFiles(
+  repo: Repository,
+  snap: StoredSnapshot,
+  target: string,
+  opts: ExtractOptions,
+): Promise<AsyncGenerator<RestoreEvent, RestoreSummary>> {
+  const { files, volumes } = await openImageFiles(repo, snap);
+  if (!files) {
+    const why = volumes
+      .map((v) => v.note)
+      .filter(Boolean)
+      .join('; ');
+    throw new CairnError(`no readable filesystem in image snapshot ${shortHex(snap.id)}: ${why}`);
+  }
+  return extractFiles(files, target, opts);
 }
 
 function report(s: RestoreSummary, verify: boolean, g: GlobalOptions): void {

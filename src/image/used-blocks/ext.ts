@@ -10,7 +10,7 @@ import type { ReadAt, UsageProbe } from './types.js';
  * that metadata alone, as the kernel's ext4_init_block_bitmap does.
  */
 
-const MAGIC = 0xef53;
+export const EXT_MAGIC = 0xef53;
 const STATE_CLEAN = 0x1;
 const STATE_ERRORS = 0x2;
 const COMPAT_SPARSE_SUPER2 = 0x200;
@@ -27,7 +27,7 @@ const BG_BLOCK_UNINIT = 0x2;
 const GROUP_BATCH = 1024;
 const MAX_READ = 4 << 20;
 
-interface Layout {
+export interface Layout {
   base: number;
   blockSize: number;
   blocks: number;
@@ -44,9 +44,14 @@ interface Layout {
   uninitHonoured: boolean;
   sparseSuper: boolean;
   backupGroups: number[] | undefined;
+  inodesCount: number;
+  inodesPerGroup: number;
+  inodeSize: number;
+  compat: number;
+  incompat: number;
 }
 
-interface Group {
+export interface Group {
   blockBitmap: number;
   inodeBitmap: number;
   inodeTable: number;
@@ -59,8 +64,10 @@ export async function probeExt(
   length: number,
 ): Promise<UsageProbe | undefined> {
   const sb = await readAt(base + 1024, 1024);
-  if (sb.length < 1024 || sb.readUInt16LE(56) !== MAGIC) return undefined;
+  if (sb.length < 1024 || sb.readUInt16LE(56) !== EXT_MAGIC) return undefined;
   const fs = 'ext';
+  const caveat = staleBitmaps(sb);
+  if (caveat) return { fs, unsupported: caveat };
   const layout = parseSuperblock(sb, base);
   if (typeof layout === 'string') return { fs, unsupported: layout };
   if (layout.blocks * layout.blockSize > length) {
@@ -84,19 +91,26 @@ export async function probeExt(
   return { fs, free };
 }
 
-function parseSuperblock(sb: Buffer, base: number): Layout | string {
-  const compat = sb.readUInt32LE(0x5c);
-  const incompat = sb.readUInt32LE(0x60);
-  const ro = sb.readUInt32LE(0x64);
-  // Both are what a mounted filesystem shows on disk (a journalled one sets needs_recovery,
-  // ext2 clears "clean"), and then its bitmaps may be stale.
-  if (incompat & INCOMPAT_RECOVER) {
+/**
+ * Why the bitmaps may be stale, if they may: both states are what a mounted filesystem shows
+ * on disk (a journalled one sets needs_recovery, ext2 clears "clean").
+ */
+function staleBitmaps(sb: Buffer): string | undefined {
+  if (sb.readUInt32LE(0x60) & INCOMPAT_RECOVER) {
     return 'its journal needs recovery (mounted, or not cleanly unmounted)';
   }
   const state = sb.readUInt16LE(58);
   if ((state & STATE_CLEAN) === 0 || state & STATE_ERRORS) {
     return 'it is not clean (mounted, or needs e2fsck)';
   }
+  return undefined;
+}
+
+/** The geometry of an ext superblock (1024 bytes, magic already checked), or why not. */
+export function parseSuperblock(sb: Buffer, base: number): Layout | string {
+  const compat = sb.readUInt32LE(0x5c);
+  const incompat = sb.readUInt32LE(0x60);
+  const ro = sb.readUInt32LE(0x64);
   if (incompat & INCOMPAT_JOURNAL_DEV) return 'it is an external journal device';
   if (ro & RO_BIGALLOC) return 'bigalloc (cluster bitmaps) is not supported';
   const logBlock = sb.readUInt32LE(24);
@@ -137,6 +151,11 @@ function parseSuperblock(sb: Buffer, base: number): Layout | string {
     sparseSuper: (ro & RO_SPARSE_SUPER) !== 0,
     backupGroups:
       compat & COMPAT_SPARSE_SUPER2 ? [sb.readUInt32LE(0x24c), sb.readUInt32LE(0x250)] : undefined,
+    inodesCount: sb.readUInt32LE(0),
+    inodesPerGroup: sb.readUInt32LE(40),
+    inodeSize,
+    compat,
+    incompat,
   };
 }
 
@@ -172,7 +191,8 @@ function descriptorBlock(l: Layout, b: number): number {
   return groupStart(l, g) + (hasSuper(l, g) ? 1 : 0);
 }
 
-async function readDescriptors(readAt: ReadAt, l: Layout): Promise<Group[] | string> {
+/** Every group's descriptor, validated to keep its metadata inside the filesystem. */
+export async function readDescriptors(readAt: ReadAt, l: Layout): Promise<Group[] | string> {
   const out: Group[] = [];
   const hi64 = l.descSize >= 64;
   for (let b = 0; b < l.gdtBlocks; b++) {

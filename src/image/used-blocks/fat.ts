@@ -11,12 +11,16 @@ import type { ReadAt, UsageProbe } from './types.js';
 /** FAT bytes read at a time: a FAT32 table of a large volume runs to hundreds of MiB. */
 const FAT_READ = 4 << 20;
 
-interface FatLayout {
+export interface FatLayout {
   clusterSize: number;
   fatStart: number;
   dataStart: number;
   clusters: number;
   bits: 12 | 16 | 32;
+  /** FAT12/16: the fixed root directory region (bytes); FAT32: empty, see rootCluster. */
+  rootStart: number;
+  rootSize: number;
+  rootCluster: number;
 }
 
 export async function probeFat(
@@ -25,7 +29,7 @@ export async function probeFat(
   length: number,
 ): Promise<UsageProbe | undefined> {
   const bs = await readAt(base, 512);
-  const layout = bs.length === 512 ? parseBootSector(bs) : undefined;
+  const layout = bs.length === 512 ? parseFatBootSector(bs) : undefined;
   if (!layout) return undefined;
   const fs = `fat${layout.bits}`;
   if (layout.dataStart + layout.clusters * layout.clusterSize > length) {
@@ -40,7 +44,7 @@ export async function probeFat(
     const fat = await readAt(base + layout.fatStart + (first * entryBits) / 8, step);
     const last = Math.min(first + perStep, layout.clusters + 2);
     for (let c = Math.max(first, 2); c < last; c++) {
-      if (entry(fat, c - first, entryBits) !== 0) continue;
+      if (fatEntry(fat, c - first, entryBits) !== 0) continue;
       const at = base + layout.dataStart + (c - 2) * layout.clusterSize;
       free.add(at, at + layout.clusterSize);
     }
@@ -49,7 +53,7 @@ export async function probeFat(
 }
 
 /** Entry i of a FAT slice that starts at an entry boundary; missing bytes read as used. */
-function entry(fat: Buffer, i: number, bits: number): number {
+export function fatEntry(fat: Buffer, i: number, bits: number): number {
   if (bits === 32) return (i + 1) * 4 <= fat.length ? fat.readUInt32LE(i * 4) & 0x0fffffff : 1;
   if (bits === 16) return (i + 1) * 2 <= fat.length ? fat.readUInt16LE(i * 2) : 1;
   const at = Math.floor((i * 3) / 2);
@@ -58,7 +62,8 @@ function entry(fat: Buffer, i: number, bits: number): number {
   return i % 2 === 0 ? v & 0xfff : v >> 4;
 }
 
-function parseBootSector(bs: Buffer): FatLayout | undefined {
+/** The layout a FAT boot sector describes, or undefined when it is not one. */
+export function parseFatBootSector(bs: Buffer): FatLayout | undefined {
   if (bs[510] !== 0x55 || bs[511] !== 0xaa || (bs[0] !== 0xeb && bs[0] !== 0xe9)) return undefined;
   const bytesPerSector = bs.readUInt16LE(11);
   const perCluster = bs[13]!;
@@ -83,5 +88,8 @@ function parseBootSector(bs: Buffer): FatLayout | undefined {
     dataStart: dataSector * bytesPerSector,
     clusters,
     bits,
+    rootStart: (reserved + fats * fatSectors) * bytesPerSector,
+    rootSize: rootSectors * bytesPerSector,
+    rootCluster: bits === 32 ? bs.readUInt32LE(44) : 0,
   };
 }

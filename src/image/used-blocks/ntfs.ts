@@ -14,15 +14,17 @@ const ATTR_END = 0xffffffff;
 const FIXUP_STRIDE = 512;
 const BITMAP_READ = 4 << 20;
 
-interface NtfsLayout {
+export interface NtfsLayout {
   clusterSize: number;
   clusters: number;
   mftOffset: number;
   recordSize: number;
+  /** Size of a directory index block (INDX). */
+  indexBlockSize: number;
 }
 
-/** A contiguous run of $Bitmap's bytes on disk; `lcn` null for a sparse run. */
-interface Run {
+/** A contiguous run of an attribute's clusters on disk; `lcn` null for a sparse run. */
+export interface Run {
   lcn: number | null;
   length: number;
 }
@@ -33,7 +35,7 @@ export async function probeNtfs(
   length: number,
 ): Promise<UsageProbe | undefined> {
   const bs = await readAt(base, 512);
-  const l = bs.length === 512 ? parseBootSector(bs) : undefined;
+  const l = bs.length === 512 ? parseNtfsBootSector(bs) : undefined;
   if (!l) return undefined;
   const fs = 'ntfs';
   if (l.clusters * l.clusterSize > length) {
@@ -65,7 +67,8 @@ export async function probeNtfs(
   return { fs, free };
 }
 
-function parseBootSector(bs: Buffer): NtfsLayout | undefined {
+/** The layout an NTFS boot sector describes, or undefined when it is not one. */
+export function parseNtfsBootSector(bs: Buffer): NtfsLayout | undefined {
   if (bs.toString('latin1', 3, 11) !== 'NTFS    ' || bs[510] !== 0x55 || bs[511] !== 0xaa) {
     return undefined;
   }
@@ -77,12 +80,14 @@ function parseBootSector(bs: Buffer): NtfsLayout | undefined {
   const clusterSize = bytesPerSector * perCluster;
   const totalSectors = Number(bs.readBigUInt64LE(0x28));
   const mftLcn = Number(bs.readBigUInt64LE(0x30));
-  const perRecord = bs.readInt8(0x40);
-  const recordSize = perRecord < 0 ? 2 ** -perRecord : perRecord * clusterSize;
+  // Both sizes: negative values mean 2^-value bytes, positive ones a count of clusters.
+  const sized = (v: number) => (v < 0 ? 2 ** -v : v * clusterSize);
+  const recordSize = sized(bs.readInt8(0x40));
+  const indexBlockSize = sized(bs.readInt8(0x44));
   if (recordSize < 512 || recordSize > 65536) return undefined;
   const clusters = Math.floor(totalSectors / perCluster);
   if (mftLcn >= clusters) return undefined;
-  return { clusterSize, clusters, mftOffset: mftLcn * clusterSize, recordSize };
+  return { clusterSize, clusters, mftOffset: mftLcn * clusterSize, recordSize, indexBlockSize };
 }
 
 /** The unnamed $DATA attribute of a FILE record: its value, or its runs on disk. */
@@ -106,7 +111,8 @@ function bitmapAttribute(rec: Buffer): { resident: Buffer } | { runs: Run[] } | 
   return undefined;
 }
 
-function applyFixups(rec: Buffer): boolean {
+/** Applies a FILE or INDX record's update sequence in place; false when a sector is torn. */
+export function applyFixups(rec: Buffer): boolean {
   const usaAt = rec.readUInt16LE(4);
   const count = rec.readUInt16LE(6);
   if (count < 1 || usaAt + count * 2 > rec.length || (count - 1) * FIXUP_STRIDE > rec.length) {
@@ -123,7 +129,7 @@ function applyFixups(rec: Buffer): boolean {
 
 /** Mapping pairs: a header byte (offset size << 4 | length size), the length, then the
  * LCN as a signed delta from the previous run's; no offset bytes mean a sparse run. */
-function decodeRuns(buf: Buffer): Run[] {
+export function decodeRuns(buf: Buffer): Run[] {
   const runs: Run[] = [];
   let at = 0;
   let lcn = 0;
