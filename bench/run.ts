@@ -1,125 +1,139 @@
-import { mkdir, mkdtemp, open, rm, stat } from 'node:fs/promises';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { DEFAULT_COMPRESSION_LEVEL } from '../src/repo/repository.js';
-import { benchChunker } from './chunker.js';
-import { mixedBlocks, randomBlock } from './data.js';
-import { machineLimit } from './limit.js';
-import { benchPrimitives } from './primitives.js';
-import { benchWritePath } from './write-path.js';
+import { parseArgs } from 'node:util';
+import { benchPeers, type PeerResult } from './compare.js';
+import { loadDataset } from './dataset.js';
+import { benchExtras, type ExtraRow, extraTable } from './extras.js';
+import type { ToolName } from './peers.js';
+import { checkTargets, peerTable, targetLines } from './report.js';
+import { benchStages, type StageResult, stageTable } from './stages.js';
 
 /**
- * `npm run bench`: throughput of each stage and of the whole write path on 1 GiB of mixed
- * data (text, binary, zeros) and on 1 GiB of incompressible data, beside the machine's
- * limit (read + SHA-256 on every core). Data files are generated once into bench/.cache.
- * `--quick` uses 256 MiB for a fast look.
+ * `npm run bench`: two parts, each printed as a table and saved together as JSON in
+ * bench/.cache/results.json.
+ *   stages — throughput of each stage and of the whole write path on 1 GiB of mixed and of
+ *            incompressible data, beside the machine's limit (read + SHA-256 on every core);
+ *   peers  — cairn against restic, borg and casync on a generated file tree (50 000 files,
+ *            1.2 GB by default; 80 000 files, 1.9 GB at --scale 1) and a 2 GiB ext4 image,
+ *            each case for every tool.
+ * Flags: --quick (tiny data), --scale X (size of the peers' data, default 0.625),
+ * --runs N (runs of the short cases, default 3), --only stages,peers,diff,mount,maintenance
+ * (default stages,peers; --all for every one),
+ * --tools cairn,restic,borg,casync, --no-images, --warm (keep the page cache: by default it
+ * is dropped before every timed command so every tool reads from disk; --quick keeps it).
  */
 const MiB = 2 ** 20;
-const quick = process.argv.includes('--quick');
-const SIZE = (quick ? 256 : 1024) * MiB;
-const RUNS = quick ? 1 : 3;
 const cacheDir = new URL('./.cache/', new URL('../../bench/', import.meta.url)).pathname;
 
-async function dataFile(name: string, blocks: () => Iterable<Buffer>): Promise<string> {
-  const path = join(cacheDir, `${name}-${SIZE / MiB}M.bin`);
-  if ((await stat(path).catch(() => undefined))?.size === SIZE) return path;
-  await mkdir(cacheDir, { recursive: true });
-  const fh = await open(path, 'w');
-  for (const b of blocks()) await fh.write(b);
-  await fh.close();
-  return path;
-}
-
-function* randomBlocks(): Generator<Buffer> {
-  for (let i = 0; i < SIZE / (64 * MiB); i++) yield randomBlock(64 * MiB, 7, i);
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
-
-interface Row {
-  case: string;
-  mbPerSec: number;
-  ofLimit?: number;
-  note?: string;
-}
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    scale: { type: 'string' },
+    runs: { type: 'string' },
+    only: { type: 'string' },
+    tools: { type: 'string', default: 'cairn,restic,borg,casync' },
+    all: { type: 'boolean', default: false },
+    'no-images': { type: 'boolean', default: false },
+    warm: { type: 'boolean', default: false },
+  },
+});
+const quick = args.quick;
+// 0.625: 50 000 files, 1.2 GB. Issue 8's size (80 000 files, 1.9 GB) is --scale 1, which
+// took 75+ minutes on this 2-core machine while it was shared (docs/performance.md).
+const scale = Number(args.scale ?? (quick ? 0.005 : 0.625));
+const runs = Number(args.runs ?? (quick ? 1 : 3));
+const only =
+  args.only?.split(',') ??
+  (args.all ? ['stages', 'peers', 'diff', 'mount', 'maintenance'] : ['stages', 'peers']);
+const STAGE_BYTES = (quick ? 64 : 1024) * MiB;
 
 async function main(): Promise<void> {
-  const mixed = await dataFile('mixed', () => mixedBlocks(SIZE, 1));
-  const random = await dataFile('random', randomBlocks);
-  const rows: Row[] = [];
-  const limit = median(await seq(RUNS, () => machineLimit(mixed, SIZE)));
-  rows.push({ case: `machine limit: read + SHA-256 on ${cpus().length} cores`, mbPerSec: limit });
-
-  for (const r of await benchChunker({ bytes: SIZE, runs: RUNS + 2 }))
-    rows.push({ case: r.name, mbPerSec: r.mbPerSec / 1.048576 });
-  const sample = await open(mixed, 'r').then(async (fh) => {
-    const b = Buffer.alloc(64 * MiB);
-    await fh.read(b, 0, b.length, 0);
-    await fh.close();
-    return b;
-  });
-  for (const r of benchPrimitives(sample, DEFAULT_COMPRESSION_LEVEL))
-    rows.push({ case: `${r.name}, mixed`, mbPerSec: r.mbPerSec });
-
-  for (const [label, file] of [
-    ['mixed', mixed],
-    ['incompressible', random],
-  ] as const) {
-    const speeds: number[] = [];
-    let note = '';
-    for (let i = 0; i < RUNS; i++) {
-      const dir = await mkdtemp(join(tmpdir(), 'cairn-bench-'));
-      try {
-        const r = await benchWritePath(file, SIZE, dir);
-        speeds.push(r.mbPerSec);
-        note = `${r.chunks} chunks, stored ${(r.storedBytes / MiB).toFixed(0)} MiB, peak RSS ${r.peakRssMiB.toFixed(0)} MiB`;
-      } finally {
-        await rm(dir, { recursive: true, force: true });
-      }
-    }
-    rows.push({ case: `whole write path, ${label}`, mbPerSec: median(speeds), note });
+  const started = new Date();
+  let stages: StageResult | undefined;
+  if (only.includes('stages')) {
+    stages = await benchStages(cacheDir, STAGE_BYTES, runs);
+    process.stdout.write(stageTable(stages.rows));
+    process.stdout.write(`(${STAGE_BYTES / MiB} MiB per case, median of ${runs})\n\n`);
   }
-  for (const r of rows) r.ofLimit = r.mbPerSec / limit;
-  print(rows);
+  let peers: PeerResult | undefined;
+  let dataset: ReturnType<typeof describe> | undefined;
+  if (only.includes('peers')) {
+    const images = !args['no-images'] && process.getuid?.() === 0;
+    const data = loadDataset(cacheDir, scale, images);
+    dataset = describe(data);
+    peers = await benchPeers(data, {
+      work: join(cacheDir, 'peers-work'),
+      tools: args.tools.split(',') as ToolName[],
+      runs,
+      cold: !(quick || args.warm),
+      limitMibPerSec: (!(quick || args.warm) && stages?.coldLimit) || stages?.limit,
+    });
+    process.stdout.write(peerTable(peers.rows));
+    process.stdout.write(`\n${targetLines(checkTargets(peers.rows))}`);
+    process.stdout.write(`\n${notes(peers, dataset, images)}`);
+  }
+  let extras: ExtraRow[] | undefined;
+  if (only.some((s) => ['diff', 'mount', 'maintenance'].includes(s))) {
+    extras = await benchExtras(only, quick);
+    process.stdout.write(`\n${extraTable(extras)}`);
+  }
+  mkdirSync(cacheDir, { recursive: true });
   const out = join(cacheDir, 'results.json');
-  const { writeFile } = await import('node:fs/promises');
-  await writeFile(
-    out,
-    JSON.stringify(
-      {
-        date: new Date().toISOString(),
-        size: SIZE,
-        cpus: cpus().length,
-        cpu: cpus()[0]?.model,
-        memory: totalmem(),
-        node: process.version,
-        rows,
-      },
-      null,
-      2,
-    ),
-  );
-  process.stdout.write(`\n(${SIZE / MiB} MiB per case, median of ${RUNS}; JSON in ${out})\n`);
+  const result = {
+    date: started.toISOString(),
+    seconds: (Date.now() - started.getTime()) / 1000,
+    argv: process.argv.slice(2),
+    machine: { cpus: cpus().length, cpu: cpus()[0]?.model, memory: totalmem() },
+    node: process.version,
+    stages: stages && { bytes: STAGE_BYTES, runs, ...stages },
+    peers: peers && { scale, dataset, ...peers, targets: checkTargets(peers.rows) },
+    extras,
+  };
+  // results.json is the latest run; each run is also kept under its date.
+  const dated = join(cacheDir, `results-${result.date.replace(/[:.]/g, '-')}.json`);
+  for (const file of [out, dated]) writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
+  process.stdout.write(`\nJSON in ${out} and ${dated}; ${result.seconds.toFixed(0)} s in all\n`);
 }
 
-async function seq<T>(n: number, fn: () => Promise<T>): Promise<T[]> {
-  const out: T[] = [];
-  for (let i = 0; i < n; i++) out.push(await fn());
-  return out;
+function describe(data: ReturnType<typeof loadDataset>) {
+  return {
+    files: data.files.length,
+    bytes: data.bytes,
+    changedFiles: data.changedFiles,
+    changedBytes: data.changedBytes,
+    modified: data.change.modified.length,
+    added: data.change.added.length,
+    removed: data.change.removed.length,
+    image: data.images && {
+      size: data.images.size,
+      files: data.images.files,
+      bytes: data.images.bytes,
+    },
+  };
 }
 
-function print(rows: Row[]): void {
-  const w = Math.max(...rows.map((r) => r.case.length));
-  process.stdout.write(`${'case'.padEnd(w)}  ${'MiB/s'.padStart(8)}  ${'of limit'.padStart(8)}\n`);
-  for (const r of rows) {
-    const pct = `${((r.ofLimit ?? 0) * 100).toFixed(0)}%`;
-    process.stdout.write(
-      `${r.case.padEnd(w)}  ${r.mbPerSec.toFixed(0).padStart(8)}  ${pct.padStart(8)}  ${r.note ?? ''}\n`,
-    );
-  }
+function notes(p: PeerResult, d: ReturnType<typeof describe>, images: boolean): string {
+  const lines = [
+    `tree: ${d.files} files, ${(d.bytes / 1e9).toFixed(2)} GB; changed: ${d.modified} ` +
+      `modified, ${d.added} added, ${d.removed} removed`,
+    d.image
+      ? `image: ${d.image.size / MiB} MiB ext4 holding ${d.image.files} files ` +
+        `(${(d.image.bytes / 1e6).toFixed(0)} MB)`
+      : `image cases skipped${images ? '' : ' (need root for loop mounts)'}`,
+    `versions: ${Object.entries(p.versions)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ')}, node ${process.version}` +
+      (p.missing.length ? `; not installed: ${p.missing.join(', ')}` : ''),
+    p.cachesDropped
+      ? 'page cache dropped before every timed command (of limit: against the cold limit)'
+      : 'page cache kept warm for every tool (--quick, --warm or not root)',
+    `wall time: median of up to ${runs} runs for no-change re-backups (one run when over ` +
+      `60 s), one run otherwise; RSS: GNU time %M; stored: du -sb of the repository`,
+    `load average ${p.loadStart} at the start, ${p.loadEnd} at the end; ` +
+      `${(p.seconds / 60).toFixed(1)} min`,
+  ];
+  return `${lines.join('\n')}\n`;
 }
 
 await main();

@@ -1,0 +1,102 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/*
+ * The other engineers' benches (diff.ts, mount.ts, maintenance.ts), run from `npm run bench`
+ * with `--only diff,mount,maintenance` (or `--all`). Each is loaded only when asked for and
+ * a failure is reported in its row, so one broken bench does not lose the others' figures.
+ */
+
+export interface ExtraRow {
+  section: string;
+  case: string;
+  tool?: string;
+  seconds?: number;
+  mibPerSec?: number;
+  note?: string;
+}
+
+const MiB = 2 ** 20;
+
+async function guarded(section: string, fn: () => Promise<ExtraRow[]>): Promise<ExtraRow[]> {
+  try {
+    return await fn();
+  } catch (e) {
+    return [{ section, case: 'failed', note: (e as Error).message.split('\n')[0] }];
+  }
+}
+
+export async function benchExtras(sections: string[], quick: boolean): Promise<ExtraRow[]> {
+  const rows: ExtraRow[] = [];
+  if (sections.includes('diff')) {
+    rows.push(
+      ...(await guarded('diff', async () => {
+        const { benchDiff } = await import('./diff.js');
+        const opts = quick ? { dirs: 10, filesPerDir: 50, imageMiB: 32, runs: 1 } : {};
+        return (await benchDiff(opts)).map((r) => ({ section: 'diff', ...r }));
+      })),
+    );
+  }
+  if (sections.includes('mount')) {
+    rows.push(
+      ...(await guarded('mount', async () => {
+        const { benchMount, cannotMount } = await import('./mount.js');
+        const why = cannotMount();
+        if (why) return [{ section: 'mount', case: 'skipped', note: why }];
+        const r = await benchMount((quick ? 32 : 512) * MiB);
+        const size = `${r.bytes / MiB} MiB`;
+        return [
+          { section: 'mount', case: `file through the mount, ${size}`, mibPerSec: r.fileMbPerSec },
+          {
+            section: 'mount',
+            case: `image through the mount, ${size}`,
+            mibPerSec: r.imageMbPerSec,
+          },
+          { section: 'mount', case: `cairn cat of the file, ${size}`, mibPerSec: r.catMbPerSec },
+        ];
+      })),
+    );
+  }
+  if (sections.includes('maintenance')) {
+    rows.push(
+      ...(await guarded('maintenance', async () => {
+        const m = await import('./maintenance.js');
+        const dir = await mkdtemp(join(tmpdir(), 'cairn-bench-maint-'));
+        try {
+          const repo = await m.buildBenchRepo(dir, (quick ? 32 : 512) * MiB);
+          const results = [await m.benchCheckReadData(repo), await m.benchPrune(repo)];
+          return results.map((r) => ({
+            section: 'maintenance',
+            case: r.name,
+            seconds: r.seconds,
+            mibPerSec: r.mbPerSec,
+            note: r.note,
+          }));
+        } finally {
+          await rm(dir, { recursive: true, force: true });
+        }
+      })),
+    );
+  }
+  return rows;
+}
+
+export function extraTable(rows: ExtraRow[]): string {
+  const cells = rows.map((r) => [
+    r.section,
+    r.case,
+    r.tool ?? '',
+    r.seconds === undefined || Number.isNaN(r.seconds) ? '-' : `${r.seconds.toFixed(2)} s`,
+    r.mibPerSec === undefined ? '-' : `${r.mibPerSec.toFixed(0)} MiB/s`,
+    r.note ?? '',
+  ]);
+  const w = [0, 1, 2, 3, 4].map((i) => Math.max(...cells.map((c) => c[i]!.length)));
+  const lines = cells.map((c) =>
+    c
+      .map((x, i) => (i === 5 ? x : i >= 3 ? x.padStart(w[i]!) : x.padEnd(w[i]!)))
+      .join('  ')
+      .trimEnd(),
+  );
+  return `${lines.join('\n')}\n`;
+}
