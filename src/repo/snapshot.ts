@@ -61,6 +61,8 @@ export async function loadSnapshot(
     throw new CairnError(`${what} is damaged: not JSON`, 'Damaged');
   }
   if (
+    typeof snap !== 'object' ||
+    snap === null ||
     (snap.kind !== 'files' && snap.kind !== 'image') ||
     typeof snap.time !== 'string' ||
     !/^[0-9a-f]{64}$/.test(snap.root ?? '') ||

@@ -182,6 +182,52 @@ describe('decoders under random mutation', () => {
     fuzz(encodeConfig(config, plain), (b) => decodeConfig(b, plain));
   });
 
+  it('snapshot documents', async () => {
+    const { mkdtemp, rm } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { LocalBackend } = await import('../../src/repo/backend/local.js');
+    const { loadSnapshot } = await import('../../src/repo/snapshot.js');
+    const { plainIdHasher } = await import('../../src/crypto/index.js');
+    const dir = await mkdtemp(join(tmpdir(), 'cairn-fuzz-'));
+    const backend = new LocalBackend(dir);
+    const hashId = plainIdHasher();
+    const doc = {
+      time: '2026-01-01T00:00:00Z',
+      hostname: 'h',
+      username: 'u',
+      kind: 'files',
+      paths: ['/a'],
+      tags: ['t'],
+      root: 'ab'.repeat(32),
+      size: 1,
+    };
+    const valid = Buffer.from(JSON.stringify(doc));
+    try {
+      await fc.assert(
+        fc.asyncProperty(fc.array(mutation, { minLength: 1, maxLength: 4 }), async (ms) => {
+          // Sealed with a valid checksum and named by its hash: only the content is hostile.
+          const json = mutate(valid, ms);
+          const id = hashId(json).toString('hex');
+          await backend.write(`snapshots/${id}`, plain.seal(json), { overwrite: true });
+          await loadSnapshot(backend, plain, hashId, id).catch((err) => {
+            if (!(err instanceof CairnError)) throw err;
+          });
+        }),
+        { numRuns: 200 },
+      );
+      // Valid JSON that is not an object at all.
+      for (const text of ['null', '42', '"x"', '[]']) {
+        const json = Buffer.from(text);
+        const id = hashId(json).toString('hex');
+        await backend.write(`snapshots/${id}`, plain.seal(json), { overwrite: true });
+        await expect(loadSnapshot(backend, plain, hashId, id)).rejects.toThrow(/damaged/);
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('key files (metadata parse; the KDF only runs on well-formed files)', async () => {
     const key = await createKeyFile('pw', generateMasterKey(), { t: 1, m: 64, p: 1 });
     fuzz(key, (b) => readKeyFileInfo(b));

@@ -107,6 +107,20 @@ describe('hostile repositories', () => {
     await d.cleanup();
   });
 
+  it('refuses a file declaring an absurd size without hanging or filling the disk', async () => {
+    t = await makeRepo({ encryption: false });
+    const huge = 2 ** 50;
+    const raw = encodeTree({
+      entries: [entry('f', 'file', { size: huge, content: [{ id: null, length: huge }] })],
+    });
+    const snap = await snapshotOf(t.repo, raw);
+    const d = await tempDir();
+    const r = await restoreCli(snap, join(d.path, 't'));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^cairn: .*(too large|EFBIG|EINVAL)/im);
+    await d.cleanup();
+  });
+
   it('does not follow a symlink planted in the target', async () => {
     t = await makeRepo({ encryption: false });
     const store = await t.repo.blobs();
