@@ -61,7 +61,23 @@ describe('cairn key', () => {
     await writeFile(join(src, 'a.txt'), 'hello');
     const backup = await cairn(['backup', src, '--json'], { env });
     expect(backup.code).toBe(0);
-    expect(backup.stdout + backup.stderr).not.toContain('first-secret');
+    // Every command's output, in both forms, and the errors of a wrong password.
+    const runs = [
+      backup,
+      await cairn(['backup', src], { env }),
+      await cairn(['snapshots'], { env }),
+      await cairn(['snapshots', '--json'], { env }),
+      await cairn(['ls', 'latest', '-l'], { env }),
+      await cairn(['ls', 'latest', '--json'], { env }),
+      await cairn(['cat', 'latest', join(src, 'a.txt')], { env }),
+      await cairn(['diff', 'latest', src, '--json'], { env }),
+      await cairn(['restore', 'latest', '--target', join(d.path, 'r'), '--json'], { env }),
+      await cairn(['stats', '--json'], { env }),
+      await cairn(['check', '--read-data'], { env }),
+      await cairn(['key', 'list', '--json'], { env }),
+      await cairn(['stats'], { env: { ...env, CAIRN_PASSWORD: 'wrong-first-secret' } }),
+    ];
+    for (const r of runs) expect(r.stdout + r.stderr).not.toContain('first-secret');
     const walk = async (dir: string): Promise<void> => {
       for (const e of await readdir(dir, { withFileTypes: true })) {
         const p = join(dir, e.name);
