@@ -130,7 +130,7 @@ describe('diffImages', () => {
       ),
       { numRuns: 8 },
     );
-  }, 120_000);
+  }, 300_000);
 
   it('reports nothing for the same image', async () => {
     const data = randomBytes(3 << 20);
