@@ -41,6 +41,13 @@ export interface Tool {
 export const PASSWORD = 'cairn-bench-password';
 const CAIRN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
+/** Read when the bench starts, not when the peers run: the commit the build came from. */
+const CAIRN_VERSION = (() => {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
+  const head = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' });
+  return `${pkg.version}${head.status === 0 ? ` (${head.stdout.trim()})` : ''}`;
+})();
+
 function output(file: string, args: string[], env?: NodeJS.ProcessEnv): string {
   return execFileSync(file, args, { env, maxBuffer: 1 << 26, encoding: 'utf8' }).trim();
 }
@@ -73,11 +80,9 @@ function cairn(work: string): Tool {
     const c = cmd(repo, ['--json', 'snapshots']);
     return output(c.file, c.args, env);
   });
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
-  const head = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' });
   return {
     name: 'cairn',
-    version: `${pkg.version}${head.status === 0 ? ` (${head.stdout.trim()})` : ''}`,
+    version: CAIRN_VERSION,
     encrypted: true,
     init: (repo) => [cmd(repo, ['init'])],
     backup: (repo, path) => cmd(repo, ['backup', path]),
