@@ -142,7 +142,7 @@ async function backupLocked(
     ...(parent ? { parent: parent.id } : {}),
     root: hex(image.root),
     size: image.size,
-    summary: summaryNumbers(summary),
+    summary: imageSummaryNumbers(summary),
     extra: {
       ...(table ? { partition_table: table.scheme, partitions: table.partitions } : {}),
       source_kind: src.kind,
@@ -153,8 +153,8 @@ async function backupLocked(
   return summary;
 }
 
-/** The summary as stored in the snapshot document (the `image --json` names). */
-function summaryNumbers(s: ImageBackupSummary): Record<string, number> {
+/** The summary as stored in the snapshot document and printed by `image --json`. */
+export function imageSummaryNumbers(s: ImageBackupSummary): Record<string, number> {
   return {
     bytes_read: s.bytesRead,
     zero_bytes: s.zeroBytes,

@@ -3,6 +3,7 @@ export {
   type ImageBackupOptions,
   type ImageBackupSummary,
   imageBackup,
+  imageSummaryNumbers,
 } from './backup.js';
 export { type ByteRange, changedBytes, changedRanges } from './compare.js';
 export { describeImage, type ImageDescription } from './describe.js';

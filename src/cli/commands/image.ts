@@ -1,6 +1,11 @@
 import type { Command } from 'commander';
 import { CairnError, shortHex } from '../../errors.js';
-import { type ImageBackupEvent, type ImageBackupSummary, imageBackup } from '../../image/index.js';
+import {
+  type ImageBackupEvent,
+  type ImageBackupSummary,
+  imageBackup,
+  imageSummaryNumbers,
+} from '../../image/index.js';
 import {
   type GlobalOptions,
   showProgress,
@@ -105,13 +110,8 @@ function printSummary(g: GlobalOptions, s: ImageBackupSummary): void {
       snapshot_id: s.snapshotId,
       name: s.name,
       size: s.size,
-      bytes_read: s.bytesRead,
-      zero_bytes: s.zeroBytes,
-      chunks_total: s.chunksTotal,
-      chunks_new: s.chunksNew,
-      data_added: s.dataAdded,
-      total_duration: s.totalDuration,
-      ...(s.parent ? { parent: s.parent, changed_bytes: s.changedBytes } : {}),
+      ...imageSummaryNumbers(s),
+      ...(s.parent ? { parent: s.parent } : {}),
     });
     return;
   }
