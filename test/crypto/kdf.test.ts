@@ -19,6 +19,17 @@ describe('deriveKey', () => {
     expect(key.equals(Buffer.from(expected))).toBe(true);
   });
 
+  it('agrees with an independent implementation over several lanes and passes', async () => {
+    for (const params of [
+      { t: 2, m: 256, p: 4 },
+      { t: 3, m: 1024, p: 2 },
+    ]) {
+      const key = await deriveKey(Buffer.from([0, 0xff, 0x80]), salt, params);
+      const expected = argon2id(Buffer.from([0, 0xff, 0x80]), salt, { ...params, dkLen: 32 });
+      expect(key.equals(Buffer.from(expected))).toBe(true);
+    }
+  });
+
   it('treats a string password as its UTF-8 bytes', async () => {
     const a = await deriveKey('pässword', salt, tiny);
     const b = await deriveKey(Buffer.from('pässword', 'utf8'), salt, tiny);
