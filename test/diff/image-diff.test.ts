@@ -1,41 +1,25 @@
 import { randomBytes } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { diffImages, type ImageDiffEvent, type ImageDiffSummary } from '../../src/diff/index.js';
 import type { ByteRange } from '../../src/image/index.js';
-import { imageBackup, loadManifest, ManifestIndex } from '../../src/image/index.js';
+import { loadManifest, ManifestIndex } from '../../src/image/index.js';
 import type { Snapshot } from '../../src/repo/snapshot.js';
-import { makeRepo, type TempDir, type TestRepo, tempDir } from '../helpers.js';
-import { SMALL_CHUNKER, snapshotById } from '../image/util.js';
+import { imageFixture, SMALL_CHUNKER } from '../image/util.js';
 
 const BLOCK = 4096;
 const MAX_CHUNK = SMALL_CHUNKER.max;
 
-let t: TestRepo;
-let d: TempDir;
-beforeAll(async () => {
-  t = await makeRepo({ chunker: SMALL_CHUNKER, encryption: false });
-  d = await tempDir();
-});
-afterAll(async () => {
-  await t.cleanup();
-  await d.cleanup();
-});
+const fixture = imageFixture();
 
-let n = 0;
 async function image(data: Buffer): Promise<Snapshot> {
-  const path = join(d.path, `img-${n++}`);
-  await writeFile(path, data);
-  const summary = await imageBackup(t.repo, path, { name: 'disk' });
-  return snapshotById(t.repo, summary.snapshotId);
+  return (await fixture.imageOf(data, 'disk')).snap;
 }
 
 async function diff(a: Snapshot, b: Snapshot) {
   const ranges: ByteRange[] = [];
   let summary: ImageDiffSummary | undefined;
-  const events: AsyncIterable<ImageDiffEvent> = diffImages(await t.repo.blobs(), a, b);
+  const events: AsyncIterable<ImageDiffEvent> = diffImages(await fixture.repo.blobs(), a, b);
   for await (const e of events) {
     if (e.type === 'range') ranges.push({ offset: e.offset, length: e.length });
     else summary = e;
@@ -57,7 +41,7 @@ function changedBytes(a: Buffer, b: Buffer): number[] {
 
 /** Chunks of `of` with no chunk of the same ID, offset and length in `other`. */
 async function chunksNotIn(of: Snapshot, other: Snapshot): Promise<number> {
-  const store = await t.repo.blobs();
+  const store = await fixture.repo.blobs();
   const key = (e: { offset: number; length: number; id: Buffer | null }) =>
     `${e.offset}:${e.length}:${e.id!.toString('hex')}`;
   const seen = new Set<string>();
@@ -73,7 +57,7 @@ async function chunksNotIn(of: Snapshot, other: Snapshot): Promise<number> {
 
 /** Offsets where a hole of the image ends. */
 async function holeEndsOf(s: Snapshot): Promise<number[]> {
-  const store = await t.repo.blobs();
+  const store = await fixture.repo.blobs();
   const ends: number[] = [];
   for await (const e of new ManifestIndex(store, await loadManifest(store, s)).entries()) {
     if (!e.id) ends.push(e.offset + e.length);

@@ -3,29 +3,19 @@ import { open, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ImageReader, imageBackup, restoreImage, verifyImage } from '../../src/image/index.js';
-import { makeRepo, type TempDir, type TestRepo, tempDir } from '../helpers.js';
-import { bytesWithZeroRuns, catToBuffer, SMALL_CHUNKER, snapshotById } from './util.js';
+import {
+  bytesWithZeroRuns,
+  catToBuffer,
+  imageFixture,
+  SMALL_CHUNKER,
+  snapshotById,
+} from './util.js';
 
-let t: TestRepo;
-let d: TempDir;
-beforeAll(async () => {
-  t = await makeRepo({ chunker: SMALL_CHUNKER, encryption: false });
-  d = await tempDir();
-});
-afterAll(async () => {
-  await t.cleanup();
-  await d.cleanup();
-});
+const fixture = imageFixture();
 
-let n = 0;
-async function imageOf(data: Buffer, name = `img${n}`) {
-  const path = join(d.path, `src-${n++}`);
-  await writeFile(path, data);
-  const summary = await imageBackup(t.repo, path, { name });
-  return { path, summary, snap: await snapshotById(t.repo, summary.snapshotId) };
-}
+const imageOf = fixture.imageOf;
 
 describe('image backup and restore', () => {
   it('restore(image(x)) = x for random bytes with zero runs', async () => {
@@ -35,13 +25,13 @@ describe('image backup and restore', () => {
         fc.integer({ min: 1, max: 200_000 }),
         async (parts, run) => {
           const data = bytesWithZeroRuns(parts, run);
-          const { summary, snap } = await imageOf(data);
+          const { path, summary, snap } = await imageOf(data);
           expect(summary.size).toBe(data.length);
-          const target = join(d.path, `restored-${n}`);
-          const r = await restoreImage(t.repo, snap, target, { verify: true });
+          const target = `${path}.restored`;
+          const r = await restoreImage(fixture.repo, snap, target, { verify: true });
           expect((await readFile(target)).equals(data)).toBe(true);
           expect(r.bytesWritten + r.bytesSkipped).toBe(data.length);
-          expect((await catToBuffer(t.repo, snap)).equals(data)).toBe(true);
+          expect((await catToBuffer(fixture.repo, snap)).equals(data)).toBe(true);
         },
       ),
       { numRuns: 12 },
@@ -52,8 +42,8 @@ describe('image backup and restore', () => {
     const data = Buffer.concat([randomBytes(100_000), Buffer.alloc(4 << 20), randomBytes(50_000)]);
     const { summary, snap } = await imageOf(data);
     expect(summary.zeroBytes).toBeGreaterThan(4_000_000);
-    const target = join(d.path, 'sparse');
-    const r = await restoreImage(t.repo, snap, target);
+    const target = join(fixture.dir, 'sparse');
+    const r = await restoreImage(fixture.repo, snap, target);
     expect(r.bytesSkipped).toBeGreaterThan(4_000_000);
     expect((await readFile(target)).equals(data)).toBe(true);
     const st = await stat(target);
@@ -78,26 +68,26 @@ describe('image backup and restore', () => {
     const pieces = Array.from({ length: Math.ceil(data.length / 65536) }, (_, i) =>
       data.subarray(i * 65536, (i + 1) * 65536),
     );
-    await expect(imageBackup(t.repo, Readable.from([data]))).rejects.toThrow(/needs a name/);
+    await expect(imageBackup(fixture.repo, Readable.from([data]))).rejects.toThrow(/needs a name/);
     await expect(
-      imageBackup(t.repo, Readable.from([data]), { name: 'x', usedOnly: true }),
+      imageBackup(fixture.repo, Readable.from([data]), { name: 'x', usedOnly: true }),
     ).rejects.toThrow(/--used-only needs a file or block device/);
-    const s = await imageBackup(t.repo, Readable.from(pieces), { name: 'piped' });
+    const s = await imageBackup(fixture.repo, Readable.from(pieces), { name: 'piped' });
     expect(s.size).toBe(data.length);
     expect(s.bytesRead).toBe(data.length);
-    const snap = await snapshotById(t.repo, s.snapshotId);
+    const snap = await snapshotById(fixture.repo, s.snapshotId);
     expect(snap.extra?.source_kind).toBe('stdin');
-    expect((await catToBuffer(t.repo, snap)).equals(data)).toBe(true);
+    expect((await catToBuffer(fixture.repo, snap)).equals(data)).toBe(true);
   });
 
   it('delta restore writes only the chunks that differ', async () => {
     const data = bytesWithZeroRuns(30, 200_000);
     const { snap, summary } = await imageOf(data);
-    const target = join(d.path, 'delta');
+    const target = join(fixture.dir, 'delta');
     const stale = Buffer.from(data);
     for (const at of [1000, Math.floor(data.length / 2), data.length - 10]) stale[at] ^= 0xff;
     await writeFile(target, Buffer.concat([stale, randomBytes(5000)]));
-    const r = await restoreImage(t.repo, snap, target, { delta: true, verify: true });
+    const r = await restoreImage(fixture.repo, snap, target, { delta: true, verify: true });
     expect((await readFile(target)).equals(data)).toBe(true);
     expect(r.chunksWritten).toBeLessThanOrEqual(3);
     expect(r.chunksSkipped).toBe(summary.chunksTotal - r.chunksWritten);
@@ -108,13 +98,13 @@ describe('image backup and restore', () => {
   it('verify finds a corrupted chunk in the target', async () => {
     const data = bytesWithZeroRuns(5, 200_000);
     const { snap } = await imageOf(data);
-    const target = join(d.path, 'verify');
-    await restoreImage(t.repo, snap, target, { verify: true });
-    expect(await verifyImage(t.repo, snap, target)).toEqual([]);
+    const target = join(fixture.dir, 'verify');
+    await restoreImage(fixture.repo, snap, target, { verify: true });
+    expect(await verifyImage(fixture.repo, snap, target)).toEqual([]);
     const fh = await open(target, 'r+');
     await fh.write(Buffer.from([data[12_345]! ^ 1]), 0, 1, 12_345);
     await fh.close();
-    const bad = await verifyImage(t.repo, snap, target);
+    const bad = await verifyImage(fixture.repo, snap, target);
     expect(bad).toHaveLength(1);
     expect(bad[0]!.offset).toBeLessThanOrEqual(12_345);
     expect(bad[0]!.offset + bad[0]!.length).toBeGreaterThan(12_345);
@@ -123,7 +113,7 @@ describe('image backup and restore', () => {
   it('ImageReader reads any byte range', async () => {
     const data = bytesWithZeroRuns(11, 150_000);
     const { snap } = await imageOf(data);
-    const reader = await ImageReader.open(t.repo, snap, { cacheBytes: 100_000 });
+    const reader = await ImageReader.open(fixture.repo, snap, { cacheBytes: 100_000 });
     expect(reader.size).toBe(data.length);
     await fc.assert(
       fc.asyncProperty(fc.nat(data.length + 10), fc.nat(100_000), async (off, len) => {

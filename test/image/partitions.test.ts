@@ -2,33 +2,23 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   describeImage,
   imageBackup,
   type Partition,
   readPartitionTable,
 } from '../../src/image/index.js';
-import { makeRepo, type TempDir, type TestRepo, tempDir } from '../helpers.js';
-import { hasCommand, isRoot, SMALL_CHUNKER, sh, snapshotById } from './util.js';
+import { hasCommand, imageFixture, isRoot, sh, snapshotById } from './util.js';
 
 const hasSfdisk = hasCommand('sfdisk');
 const hasMkfsFat = hasCommand('mkfs.vfat');
 
-let t: TestRepo;
-let d: TempDir;
-beforeAll(async () => {
-  t = await makeRepo({ chunker: SMALL_CHUNKER, encryption: false });
-  d = await tempDir();
-});
-afterAll(async () => {
-  await t.cleanup();
-  await d.cleanup();
-});
+const fixture = imageFixture();
 
 /** A sparse disk image of `mib` MiB partitioned by sfdisk from `script`. */
 async function disk(name: string, mib: number, script: string): Promise<string> {
-  const path = join(d.path, name);
+  const path = join(fixture.dir, name);
   const fh = await open(path, 'w');
   await fh.truncate(mib << 20);
   await fh.close();
@@ -64,12 +54,12 @@ describe.skipIf(!hasSfdisk)('partition tables (sfdisk from util-linux/fdisk)', (
       'label: dos\nstart=2048, size=20480, type=83\nstart=22528, size=10240, type=c\n' +
         'start=40960, type=5\nstart=43008, size=8192, type=83\nstart=53248, size=4096, type=82\n',
     );
-    const s = await imageBackup(t.repo, path);
-    const snap = await snapshotById(t.repo, s.snapshotId);
+    const s = await imageBackup(fixture.repo, path);
+    const snap = await snapshotById(fixture.repo, s.snapshotId);
     expect(snap.extra?.partition_table).toBe('mbr');
     expect(snap.extra?.partitions).toEqual(sfdiskPartitions(path));
     expect((snap.extra!.partitions as Partition[]).map((p) => p.number)).toEqual([1, 2, 3, 5, 6]);
-    const desc = await describeImage(t.repo, snap);
+    const desc = await describeImage(fixture.repo, snap);
     expect(desc).toMatchObject({ name: 'mbr.img', size: 64 << 20, partitionTable: 'mbr' });
     expect(desc.partitions).toHaveLength(5);
   });
@@ -82,8 +72,8 @@ describe.skipIf(!hasSfdisk)('partition tables (sfdisk from util-linux/fdisk)', (
         'start=2048, size=20480, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name="root fs"\n' +
         'start=30720, size=10240, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name="EFI"\n',
     );
-    const s = await imageBackup(t.repo, path);
-    const snap = await snapshotById(t.repo, s.snapshotId);
+    const s = await imageBackup(fixture.repo, path);
+    const snap = await snapshotById(fixture.repo, s.snapshotId);
     expect(snap.extra?.partition_table).toBe('gpt');
     expect(snap.extra?.partitions).toEqual(sfdiskPartitions(path));
     expect((snap.extra!.partitions as Partition[])[0]).toMatchObject({
@@ -93,7 +83,7 @@ describe.skipIf(!hasSfdisk)('partition tables (sfdisk from util-linux/fdisk)', (
   });
 
   it.skipIf(!isRoot)('reads a GPT written with 4 KiB sectors (root: losetup -b 4096)', async () => {
-    const path = join(d.path, 'gpt4k.img');
+    const path = join(fixture.dir, 'gpt4k.img');
     const fh = await open(path, 'w');
     await fh.truncate(64 << 20);
     await fh.close();
@@ -104,8 +94,8 @@ describe.skipIf(!hasSfdisk)('partition tables (sfdisk from util-linux/fdisk)', (
     } finally {
       sh('losetup', ['-d', loop]);
     }
-    const s = await imageBackup(t.repo, path);
-    const snap = await snapshotById(t.repo, s.snapshotId);
+    const s = await imageBackup(fixture.repo, path);
+    const snap = await snapshotById(fixture.repo, s.snapshotId);
     expect(snap.extra?.partitions).toEqual([
       expect.objectContaining({ number: 1, start: 256 * 4096, size: 2560 * 4096, label: '4k' }),
     ]);
@@ -139,10 +129,10 @@ describe('not partition tables', () => {
   });
 
   it.skipIf(!hasMkfsFat)('a FAT volume boot sector is not an MBR', async () => {
-    const path = join(d.path, 'fat.img');
+    const path = join(fixture.dir, 'fat.img');
     sh('mkfs.vfat', ['-C', path, '8192']);
-    const s = await imageBackup(t.repo, path);
-    const snap = await snapshotById(t.repo, s.snapshotId);
+    const s = await imageBackup(fixture.repo, path);
+    const snap = await snapshotById(fixture.repo, s.snapshotId);
     expect(snap.extra?.partitions).toBeUndefined();
   });
 });

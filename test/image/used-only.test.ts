@@ -1,33 +1,23 @@
 import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { type ImageBackupEvent, imageBackup, restoreImage } from '../../src/image/index.js';
-import { makeRepo, type TempDir, type TestRepo, tempDir } from '../helpers.js';
 import {
   expectTree,
   fillAndDelete,
   hasCommand,
+  imageFixture,
   isRoot,
-  SMALL_CHUNKER,
   sh,
   snapshotById,
   type Tree,
   withMount,
 } from './util.js';
 
-let t: TestRepo;
-let d: TempDir;
-beforeAll(async () => {
-  t = await makeRepo({ chunker: SMALL_CHUNKER, encryption: false });
-  d = await tempDir();
-});
-afterAll(async () => {
-  await t.cleanup();
-  await d.cleanup();
-});
+const fixture = imageFixture();
 
 async function sparseFile(name: string, mib: number): Promise<string> {
-  const path = join(d.path, name);
+  const path = join(fixture.dir, name);
   const fh = await open(path, 'w');
   await fh.truncate(mib << 20);
   await fh.close();
@@ -37,13 +27,13 @@ async function sparseFile(name: string, mib: number): Promise<string> {
 /** Images `path` with --used-only and restores it (verified). */
 async function imageUsedOnly(path: string) {
   const events: ImageBackupEvent[] = [];
-  const used = await imageBackup(t.repo, path, {
+  const used = await imageBackup(fixture.repo, path, {
     name: `used-${path}`,
     usedOnly: true,
     onEvent: (e) => events.push(e),
   });
   const restored = `${path}.restored`;
-  await restoreImage(t.repo, await snapshotById(t.repo, used.snapshotId), restored, {
+  await restoreImage(fixture.repo, await snapshotById(fixture.repo, used.snapshotId), restored, {
     verify: true,
   });
   const volumes = events.filter((e) => e.type === 'volume');
@@ -115,7 +105,10 @@ describe.skipIf(!isRoot)('--used-only (needs root for loop mounts)', () => {
     sh('mkfs.ext4', ['-q', '-F', path]);
     sh('debugfs', ['-w', '-R', 'feature needs_recovery', path]);
     const events: ImageBackupEvent[] = [];
-    const s = await imageBackup(t.repo, path, { usedOnly: true, onEvent: (e) => events.push(e) });
+    const s = await imageBackup(fixture.repo, path, {
+      usedOnly: true,
+      onEvent: (e) => events.push(e),
+    });
     expect(s.bytesRead).toBe(16 << 20);
     expect(events.find((e) => e.type === 'volume')).toMatchObject({ note: /needs recovery/ });
   });
@@ -125,7 +118,7 @@ describe.skipIf(!isRoot)('--used-only (needs root for loop mounts)', () => {
     sh('mkfs.ext2', ['-q', '-F', path]);
     const events: ImageBackupEvent[] = [];
     const s = await withMount(path, {}, () =>
-      imageBackup(t.repo, path, { usedOnly: true, onEvent: (e) => events.push(e) }),
+      imageBackup(fixture.repo, path, { usedOnly: true, onEvent: (e) => events.push(e) }),
     );
     expect(s.bytesRead).toBe(8 << 20);
     expect(events.find((e) => e.type === 'volume')).toMatchObject({ note: /not clean/ });
@@ -141,14 +134,14 @@ describe.skipIf(!isRoot)('--used-only (needs root for loop mounts)', () => {
       ] as const) {
         const path = await sparseFile(`fat${bits}.img`, mib);
         sh('mkfs.vfat', ['-F', `${bits}`, ...(bits === 12 ? ['-s', '16'] : []), path]);
-        const src = join(d.path, `fat${bits}-files`);
+        const src = join(fixture.dir, `fat${bits}-files`);
         const tree = await fillAndDeleteWithMtools(path, src);
         const { used, restored, volumes } = await imageUsedOnly(path);
         expect(volumes).toEqual([expect.objectContaining({ fs: `fat${bits}` })]);
         expectUsedOnlySavings(used, mib << 20);
         sh('fsck.vfat', ['-n', restored]);
         for (const [rel, data] of tree) {
-          const out = join(d.path, 'out.bin');
+          const out = join(fixture.dir, 'out.bin');
           sh('mcopy', ['-o', '-n', '-i', restored, `::/${rel}`, out]);
           expect((await readFile(out)).equals(data), rel).toBe(true);
         }

@@ -4,12 +4,55 @@ import { mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { catImage } from '../../src/image/index.js';
+import { afterAll, beforeAll } from 'vitest';
+import { catImage, type ImageBackupSummary, imageBackup } from '../../src/image/index.js';
 import type { Repository } from '../../src/repo/repository.js';
 import type { Snapshot } from '../../src/repo/snapshot.js';
+import { makeRepo, type TempDir, type TestRepo, tempDir } from '../helpers.js';
 
 /** Small chunks so that test images of a few MiB have hundreds of them. */
 export const SMALL_CHUNKER = { min: 2048, avg: 8192, max: 32768 };
+
+export interface ImageFixture {
+  /** An unencrypted repository with the small chunker, made before the file's tests. */
+  readonly repo: Repository;
+  /** A scratch directory removed after them. */
+  readonly dir: string;
+  /** Writes `data` to a new file in `dir` and takes an image snapshot of it. */
+  imageOf(
+    data: Buffer,
+    name?: string,
+  ): Promise<{ path: string; summary: ImageBackupSummary; snap: Snapshot }>;
+}
+
+/** The repository and scratch directory an image test file shares, set up by Vitest hooks. */
+export function imageFixture(): ImageFixture {
+  let t: TestRepo;
+  let d: TempDir;
+  let n = 0;
+  beforeAll(async () => {
+    t = await makeRepo({ chunker: SMALL_CHUNKER, encryption: false });
+    d = await tempDir();
+  });
+  afterAll(async () => {
+    await t?.cleanup();
+    await d?.cleanup();
+  });
+  return {
+    get repo() {
+      return t.repo;
+    },
+    get dir() {
+      return d.path;
+    },
+    async imageOf(data, name = `img${n}`) {
+      const path = join(d.path, `src-${n++}`);
+      await writeFile(path, data);
+      const summary = await imageBackup(t.repo, path, { name });
+      return { path, summary, snap: await snapshotById(t.repo, summary.snapshotId) };
+    },
+  };
+}
 
 export const isRoot = process.getuid?.() === 0;
 
