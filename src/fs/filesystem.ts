@@ -38,6 +38,8 @@ export interface WalkOptions {
 
 export interface OpenFile {
   stat: FsStat;
+  /** Where the content lies, data offsets in the image (as `Filesystem.extents` gives). */
+  extents: Extent[];
   /** Up to `length` bytes at `offset` (fewer past the end; holes as zeros). */
   read(offset: number, length: number): Promise<Buffer>;
 }
@@ -81,9 +83,9 @@ export class Filesystem {
     return (await this.node(path)).stat;
   }
 
-  /** A directory's entries, sorted by name bytes. */
-  async readdir(path: string | Buffer): Promise<DirEntry[]> {
-    const dir = await this.lookup(path);
+  /** A directory's entries (at a path, or of a node), sorted by name bytes. */
+  async readdir(path: string | Buffer | FsNode): Promise<DirEntry[]> {
+    const dir = await this.node(path);
     if (dir.stat.type !== 'dir') throw new CairnError(`${show(path)} is not a directory`);
     const out: DirEntry[] = [];
     for (const d of await sortedEntries(dir)) {
@@ -109,6 +111,7 @@ export class Filesystem {
     const map = new ExtentMap(node.volume.source, extents);
     return {
       stat: node.stat,
+      extents: extents.map((e) => toImage(e, node.volume.origin)),
       read: async (offset, length) => {
         const end = Math.min(offset + length, map.size);
         const parts: Buffer[] = [];
@@ -219,10 +222,12 @@ async function describe(
 export async function imageExtents(node: FsNode): Promise<Extent[]> {
   const out: Extent[] = [];
   const origin = node.volume.origin;
-  for await (const e of node.extents()) {
-    out.push(e.kind === 'data' ? { ...e, offset: e.offset + origin } : e);
-  }
+  for await (const e of node.extents()) out.push(toImage(e, origin));
   return out;
+}
+
+function toImage(e: Extent, origin: number): Extent {
+  return e.kind === 'data' ? { ...e, offset: e.offset + origin } : e;
 }
 
 function checkReadable(node: FsNode, what: string): void {

@@ -53,9 +53,17 @@ export async function openImageFiles(
   opts: ImageReaderOptions = {},
 ): Promise<ImageFiles> {
   const reader = await ImageReader.open(repo, snap, opts);
-  const table = recordedTable(snap) ?? (await readPartitionTable(readAtOf(reader), reader.size));
+  return { reader, ...(await openSnapshotFiles(reader, snap)) };
+}
+
+/**
+ * The files inside an image snapshot whose bytes `source` gives (an ImageReader, or a
+ * reader sharing a mount's chunk cache).
+ */
+export async function openSnapshotFiles(source: ByteSource, snap: Snapshot): Promise<DiskFiles> {
+  const table = recordedTable(snap) ?? (await readPartitionTable(readAtOf(source), source.size));
   const mtimeNs = BigInt(Date.parse(snap.time) || 0) * 1_000_000n;
-  return { reader, ...(await openDiskFiles(reader, table, mtimeNs)) };
+  return openDiskFiles(source, table, mtimeNs);
 }
 
 /** The filesystems of a whole disk (`table`) or of a single volume. */

@@ -21,6 +21,7 @@ export {
   type ImageFiles,
   openDiskFiles,
   openImageFiles,
+  openSnapshotFiles,
   type VolumeInfo,
 } from './image.js';
 export { UnreadableFilesystem, windowSource } from './source.js';

@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { promisify } from 'node:util';
 import { isMounted } from './mount-table.js';
@@ -122,20 +123,44 @@ export async function detach(mountpoint: string): Promise<void> {
 
 /**
  * Mount options: read-only for the kernel too (`ro`: writes fail with EROFS before they
- * reach us); permission bits checked by the kernel (`default_permissions`, as restic);
- * file data kept in the page cache across opens (`kernel_cache`: snapshot files never
- * change). fuse-native has no option for `ro`, so its option string is replaced.
+ * reach us); permission bits checked by the kernel (`default_permissions`, as restic), so
+ * with `allow_other` every user sees what the modes and owners recorded in the snapshots
+ * let them see, as on the original system or a read-only loop mount of an image; file
+ * data kept in the page cache across opens (`kernel_cache`: snapshot files never change).
+ * fuse-native has no option for `ro`, so its option string is replaced.
  */
-const OPTIONS = '-oro,default_permissions,kernel_cache,fsname=cairn,subtype=cairn';
-
-class ReadOnlyFuse extends Fuse {
-  _fuseOptions(): string {
-    return OPTIONS;
-  }
+function fuseOptions(allowOther: boolean): string {
+  const other = allowOther ? ',allow_other' : '';
+  return `-oro,default_permissions${other},kernel_cache,fsname=cairn,subtype=cairn`;
 }
 
-export function createFuse(mountpoint: string, ops: FuseOperations): FuseInstance {
+export interface FuseMountOptions {
+  /** Let users other than the one mounting in (FUSE's `allow_other`). */
+  allowOther: boolean;
+}
+
+export function createFuse(
+  mountpoint: string,
+  ops: FuseOperations,
+  opts: FuseMountOptions,
+): FuseInstance {
+  const options = fuseOptions(opts.allowOther);
+  class ReadOnlyFuse extends Fuse {
+    _fuseOptions(): string {
+      return options;
+    }
+  }
   // No per-operation timeout: fuse-native's default answers a read slower than 15 s with
   // ETIMEDOUT, which a loop-mounted filesystem would take for a disk error.
   return new ReadOnlyFuse(mountpoint, ops, { timeout: false });
+}
+
+/**
+ * Whether this process may mount with `allow_other`: root may; other users only where
+ * /etc/fuse.conf has `user_allow_other` (fusermount refuses the mount otherwise).
+ */
+export async function othersAllowed(): Promise<boolean> {
+  if (process.getuid?.() === 0) return true;
+  const conf = await readFile('/etc/fuse.conf', 'utf8').catch(() => '');
+  return /^\s*user_allow_other\s*$/m.test(conf);
 }

@@ -142,8 +142,63 @@ const AHEAD_BYTES = 16 << 20;
  */
 const SEQUENTIAL_SLACK = 1 << 20;
 
+/** Copies bytes [position, end) of the content into `buf` (from its start). */
+export async function copyContent(
+  map: ContentMap,
+  cache: ChunkCache,
+  buf: Buffer,
+  position: number,
+  end: number,
+): Promise<void> {
+  let pos = position;
+  while (pos < end) {
+    const piece = await map.locate(pos);
+    const stop = Math.min(end, piece.offset + piece.length);
+    if (piece.id) {
+      const data = await cache.get(piece.id, piece.length);
+      data.copy(buf, pos - position, pos - piece.offset, stop - piece.offset);
+    } else {
+      // A hole: zeros, without asking the repository.
+      buf.fill(0, pos - position, stop - position);
+    }
+    pos = stop;
+  }
+}
+
 /** One open file or image: reads into the caller's buffer, with read-ahead. */
 export class ContentReader {
+  private readonly ahead: ReadAhead;
+
+  constructor(
+    private readonly map: ContentMap,
+    private readonly cache: ChunkCache,
+  ) {
+    this.ahead = new ReadAhead(map.size, cache, (from, until, stopped) =>
+      prefetchRange(map, cache, from, until, stopped),
+    );
+  }
+
+  /** Copies up to `length` bytes at `position` into `buf`; returns how many (0 past the end). */
+  async read(buf: Buffer, length: number, position: number): Promise<number> {
+    const end = Math.min(position + length, this.map.size);
+    if (end <= position) return 0;
+    this.ahead.track(position, end);
+    await copyContent(this.map, this.cache, buf, position, end);
+    return end - position;
+  }
+
+  /** Stops read-ahead for this reader (the file was closed). */
+  close(): void {
+    this.ahead.close();
+  }
+}
+
+/**
+ * When one reader's reads are sequential, asks for the bytes after them before they are
+ * read (see AHEAD_BYTES): `prefetch(from, until, stopped)` starts fetching content bytes
+ * [from, until), and gives up once `stopped()` (the file was closed).
+ */
+export class ReadAhead {
   private closed = false;
   private lastEnd = -1;
   private ahead = 0;
@@ -151,32 +206,17 @@ export class ContentReader {
   private fetchedTo = 0;
 
   constructor(
-    private readonly map: ContentMap,
+    private readonly size: number,
     private readonly cache: ChunkCache,
+    private readonly prefetch: (
+      from: number,
+      until: number,
+      stopped: () => boolean,
+    ) => Promise<void>,
   ) {}
 
-  /** Copies up to `length` bytes at `position` into `buf`; returns how many (0 past the end). */
-  async read(buf: Buffer, length: number, position: number): Promise<number> {
-    const end = Math.min(position + length, this.map.size);
-    if (end <= position) return 0;
-    this.track(position, end);
-    let pos = position;
-    while (pos < end) {
-      const piece = await this.map.locate(pos);
-      const stop = Math.min(end, piece.offset + piece.length);
-      if (piece.id) {
-        const data = await this.cache.get(piece.id, piece.length);
-        data.copy(buf, pos - position, pos - piece.offset, stop - piece.offset);
-      } else {
-        // A hole: zeros, without asking the repository.
-        buf.fill(0, pos - position, stop - position);
-      }
-      pos = stop;
-    }
-    return end - position;
-  }
-
-  private track(position: number, end: number): void {
+  /** Notes a read of [position, end). */
+  track(position: number, end: number): void {
     const sequential = this.lastEnd >= 0 && Math.abs(position - this.lastEnd) <= SEQUENTIAL_SLACK;
     if (!sequential) {
       this.ahead = 0;
@@ -187,24 +227,30 @@ export class ContentReader {
     this.lastEnd = Math.max(this.lastEnd, end);
     this.ahead = Math.min(AHEAD_BYTES, Math.max(2 * this.ahead, 1 << 20), this.cache.capacity / 4);
     const from = Math.max(this.fetchedTo, this.lastEnd);
-    const until = Math.min(this.map.size, this.lastEnd + this.ahead);
+    const until = Math.min(this.size, this.lastEnd + this.ahead);
     if (from >= until) return;
     this.fetchedTo = until;
     // Read-ahead is a hint: a failure shows when (if) those bytes are really read.
-    void this.prefetch(from, until).catch(() => undefined);
+    void this.prefetch(from, until, () => this.closed).catch(() => undefined);
   }
 
-  /** Stops read-ahead for this reader (the file was closed). */
   close(): void {
     this.closed = true;
   }
+}
 
-  private async prefetch(from: number, until: number): Promise<void> {
-    let pos = from;
-    while (pos < until && !this.closed) {
-      const piece = await this.map.locate(pos);
-      if (piece.id) await this.cache.prefetch(piece.id, piece.length);
-      pos = piece.offset + piece.length;
-    }
+/** Starts fetching the chunks holding content bytes [from, until), a few at a time. */
+export async function prefetchRange(
+  map: ContentMap,
+  cache: ChunkCache,
+  from: number,
+  until: number,
+  stopped: () => boolean,
+): Promise<void> {
+  let pos = from;
+  while (pos < until && !stopped()) {
+    const piece = await map.locate(pos);
+    if (piece.id) await cache.prefetch(piece.id, piece.length);
+    pos = piece.offset + piece.length;
   }
 }

@@ -1,45 +1,36 @@
 import { constants } from 'node:fs';
 import { constants as osConstants } from 'node:os';
+import { shortHex } from '../errors.js';
 import { loadTree } from '../files/browse.js';
 import { jsonText } from '../files/paths.js';
 import type { TreeEntry } from '../files/tree.js';
-import { loadManifest, ManifestIndex, type Partition } from '../image/index.js';
-import { LruCache } from '../image/lru.js';
-import { isExtended } from '../image/partitions.js';
+import type { Filesystem, FsNode } from '../fs/index.js';
+import { loadManifest, ManifestIndex } from '../image/index.js';
 import { hex } from '../repo/blob.js';
 import type { BlobStore } from '../repo/blob-store.js';
 import type { StoredSnapshot } from '../repo/snapshot.js';
+import { type Attr, entryAttr, FsError, fsAttr } from './attr.js';
 import { type ChunkCache, ContentReader, ImageWindowMap, PartsMap } from './content.js';
-import { type SnapshotList, type SnapshotNode, safeName, type VNode } from './layout.js';
+import { ImageFileTrees } from './image-files.js';
+import {
+  errorText,
+  imageEntries,
+  type SnapshotList,
+  type SnapshotNode,
+  type VNode,
+} from './layout.js';
+import { LoadCache } from './load-cache.js';
+
+export { type Attr, FsError } from './attr.js';
 
 const { errno } = osConstants;
-
-/** An error a filesystem call answers with: `errno` as the kernel knows it (positive). */
-export class FsError extends Error {
-  constructor(readonly errno: number) {
-    super(`errno ${errno}`);
-  }
-}
-
-/** What stat shows of a node. */
-export interface Attr {
-  /** File type and permission bits, as st_mode. */
-  mode: number;
-  uid: number;
-  gid: number;
-  size: number;
-  nlink: number;
-  mtimeMs: number;
-  ctimeMs: number;
-  rdev: number;
-  /** 512-byte blocks stored: holes take none. */
-  blocks: number;
-}
 
 type Node =
   | VNode
   | { type: 'entry'; entry: TreeEntry }
-  | { type: 'image'; snap: StoredSnapshot; mtimeMs: number; start: number; size: number };
+  | { type: 'image'; snap: StoredSnapshot; mtimeMs: number; start: number; size: number }
+  /** Inside `<name>.files/`: `names` is its path there. */
+  | { type: 'inner'; snap: StoredSnapshot; files: Filesystem; node: FsNode; names: string[] };
 
 /** A directory of a file snapshot, by the names readdir shows. */
 interface TreeDir {
@@ -48,14 +39,11 @@ interface TreeDir {
   subdirs: number;
 }
 
-const TYPE_BITS: Record<TreeEntry['type'], number> = {
-  file: constants.S_IFREG,
-  dir: constants.S_IFDIR,
-  symlink: constants.S_IFLNK,
-  fifo: constants.S_IFIFO,
-  chardev: constants.S_IFCHR,
-  blockdev: constants.S_IFBLK,
-};
+/** An open file: a snapshot's file, an image, or a file inside an image. */
+interface Reader {
+  read(buf: Buffer, length: number, position: number): Promise<number>;
+  close(): void;
+}
 
 /** Decoded directories kept, counted in entries. */
 const DIR_CACHE_ENTRIES = 200_000;
@@ -65,14 +53,16 @@ const IMAGE_CACHE = 4;
 /**
  * The read-only filesystem over a repository, by path as the FUSE high-level API asks:
  * the virtual directories of `layout.ts`, then a file snapshot's trees or an image
- * snapshot's `<name>.img` and `<name>-part<N>.img` files. Names that are not valid UTF-8
+ * snapshot's `<name>.img` and `<name>-part<N>.img` files and `<name>.files/` (see
+ * `image-files.ts`). Names that are not valid UTF-8
  * (the binding passes names as strings) are shown with each invalid byte as `\xNN`, as
  * `cairn ls` prints them; symlink targets are passed as UTF-8 text.
  */
 export class SnapshotFs {
   private readonly dirs = new LoadCache<TreeDir>(DIR_CACHE_ENTRIES, (d) => 1 + d.names.length);
   private readonly images = new LoadCache<ManifestIndex>(IMAGE_CACHE, () => 1);
-  private readonly handles = new Map<number, ContentReader>();
+  private readonly handles = new Map<number, Reader>();
+  private readonly inner: ImageFileTrees;
   private nextHandle = 1;
   private readonly uid = process.getuid?.() ?? 0;
   private readonly gid = process.getgid?.() ?? 0;
@@ -81,15 +71,27 @@ export class SnapshotFs {
     private readonly store: BlobStore,
     private readonly list: SnapshotList,
     private readonly chunks: ChunkCache,
-  ) {}
+    private readonly onNotice: (message: string) => void = () => undefined,
+  ) {
+    this.inner = new ImageFileTrees((snap) => this.imageIndex(snap), chunks, onNotice);
+  }
 
   async getattr(path: string): Promise<Attr> {
     const node = await this.resolve(path);
     switch (node.type) {
       case 'entry':
         return entryAttr(node.entry);
+      case 'inner': {
+        const { stat } = node.node;
+        // A symlink's size is its target's length (readlink(1) sizes its buffer by it);
+        // not every reader records it, and a target is at most a block away.
+        if (stat.type !== 'symlink') return fsAttr(stat);
+        return { ...fsAttr(stat), size: (await node.files.readlink(node.node)).length };
+      }
       case 'image':
-        return this.virtual(constants.S_IFREG | 0o444, node.mtimeMs, node.size);
+        // Only for whoever mounted: other users (allow_other) see what the permissions
+        // recorded inside the image let them see, in `.files/`, not every byte of it.
+        return this.virtual(constants.S_IFREG | 0o400, node.mtimeMs, node.size);
       case 'vlink':
         return this.virtual(constants.S_IFLNK | 0o777, node.mtimeMs, node.target.length);
       case 'vdir': {
@@ -97,8 +99,10 @@ export class SnapshotFs {
         return { ...this.virtual(constants.S_IFDIR | 0o555, node.mtimeMs, 0), nlink: 2 + subdirs };
       }
       case 'snapshot': {
-        const subdirs = node.snap.kind === 'files' ? (await this.rootDir(node.snap)).subdirs : 0;
-        return { ...this.virtual(constants.S_IFDIR | 0o555, node.mtimeMs, 0), nlink: 2 + subdirs };
+        // An image's `.files/` is known only once its filesystem is opened, which a stat
+        // of every snapshot directory should not cost: 1, a directory's "not counted".
+        const nlink = node.snap.kind === 'files' ? 2 + (await this.rootDir(node.snap)).subdirs : 1;
+        return { ...this.virtual(constants.S_IFDIR | 0o555, node.mtimeMs, 0), nlink };
       }
     }
   }
@@ -108,7 +112,9 @@ export class SnapshotFs {
     let names: Iterable<string>;
     if (node.type === 'vdir') names = node.children.keys();
     else if (node.type === 'snapshot' && node.snap.kind === 'image') {
-      names = imageFiles(node.snap).keys();
+      names = imageEntries(node.snap, await this.hasFiles(node.snap)).keys();
+    } else if (node.type === 'inner') {
+      names = await this.inner.list(node.snap, node.files, node.node, node.names);
     } else if (node.type === 'snapshot') names = (await this.rootDir(node.snap)).names;
     else if (node.type === 'entry' && node.entry.type === 'dir') {
       names = (await this.treeDir(node.entry.subtree!)).names;
@@ -122,6 +128,9 @@ export class SnapshotFs {
     if (node.type === 'entry' && node.entry.type === 'symlink') {
       return node.entry.target!.toString('utf8');
     }
+    if (node.type === 'inner' && node.node.stat.type === 'symlink') {
+      return (await node.files.readlink(node.node)).toString('utf8');
+    }
     throw new FsError(errno.EINVAL);
   }
 
@@ -129,8 +138,12 @@ export class SnapshotFs {
   async open(path: string, flags: number): Promise<number> {
     if (flags & (constants.O_WRONLY | constants.O_RDWR)) throw new FsError(errno.EROFS);
     const node = await this.resolve(path);
-    let reader: ContentReader;
-    if (node.type === 'entry' && node.entry.type === 'file') {
+    let reader: Reader;
+    if (node.type === 'inner' && node.node.stat.type === 'file') {
+      reader = await this.inner.openFile(node.snap, node.files, node.node);
+    } else if (node.type === 'inner') {
+      throw new FsError(node.node.stat.type === 'dir' ? errno.EISDIR : errno.EINVAL);
+    } else if (node.type === 'entry' && node.entry.type === 'file') {
       reader = new ContentReader(new PartsMap(node.entry.content ?? []), this.chunks);
     } else if (node.type === 'image') {
       const index = await this.imageIndex(node.snap);
@@ -183,11 +196,7 @@ export class SnapshotFs {
   }
 
   private async resolveInSnapshot(node: SnapshotNode, names: string[]): Promise<Node> {
-    if (node.snap.kind === 'image') {
-      const file = names.length === 1 ? imageFiles(node.snap).get(names[0]!) : undefined;
-      if (!file) throw new FsError(names.length === 1 ? errno.ENOENT : errno.ENOTDIR);
-      return { type: 'image', snap: node.snap, mtimeMs: node.mtimeMs, ...file };
-    }
+    if (node.snap.kind === 'image') return this.resolveInImage(node, names);
     let dir = await this.rootDir(node.snap);
     let entry: TreeEntry | undefined;
     for (const name of names) {
@@ -199,6 +208,38 @@ export class SnapshotFs {
       if (!entry) throw new FsError(errno.ENOENT);
     }
     return { type: 'entry', entry: entry! };
+  }
+
+  private async resolveInImage(node: SnapshotNode, names: string[]): Promise<Node> {
+    const { snap } = node;
+    const entry = imageEntries(snap, true).get(names[0]!);
+    if (entry?.kind === 'img' && names.length === 1) {
+      return { type: 'image', snap, mtimeMs: node.mtimeMs, start: entry.start, size: entry.size };
+    }
+    const files = entry?.kind === 'files' ? await this.inner.files(snap) : undefined;
+    if (!files) throw new FsError(entry?.kind === 'img' ? errno.ENOTDIR : errno.ENOENT);
+    const inner = names.slice(1);
+    return {
+      type: 'inner',
+      snap,
+      files,
+      node: await this.inner.lookup(snap, files, inner),
+      names: inner,
+    };
+  }
+
+  /**
+   * Whether `<name>.files/` is shown. A failure to read the repository leaves it out of
+   * this listing (told), so `<name>.img` can still be listed and read.
+   */
+  private async hasFiles(snap: StoredSnapshot): Promise<boolean> {
+    try {
+      return (await this.inner.files(snap)) !== undefined;
+    } catch (err) {
+      const what = `image snapshot ${shortHex(snap.id)}`;
+      this.onNotice(`${what}: the files inside are not shown: ${errorText(err)}`);
+      return false;
+    }
   }
 
   private rootDir(snap: StoredSnapshot): Promise<TreeDir> {
@@ -237,70 +278,4 @@ export class SnapshotFs {
       blocks: Math.ceil(size / 512),
     };
   }
-}
-
-/** Decoded objects by ID, bounded by weight; concurrent loads of one ID share one load. */
-class LoadCache<T> {
-  private readonly done: LruCache<string, T>;
-  private readonly loading = new Map<string, Promise<T>>();
-
-  constructor(
-    capacity: number,
-    private readonly weigh: (value: T) => number,
-  ) {
-    this.done = new LruCache(capacity);
-  }
-
-  async get(key: string, load: () => Promise<T>): Promise<T> {
-    const hit = this.done.get(key);
-    if (hit) return hit;
-    let p = this.loading.get(key);
-    if (!p) {
-      p = load()
-        .then((value) => {
-          this.done.set(key, value, this.weigh(value));
-          return value;
-        })
-        .finally(() => this.loading.delete(key));
-      this.loading.set(key, p);
-    }
-    return p;
-  }
-}
-
-function entryAttr(e: TreeEntry): Attr {
-  const stored = (e.content ?? []).reduce((n, p) => n + (p.id ? p.length : 0), 0);
-  return {
-    mode: TYPE_BITS[e.type] | e.mode,
-    uid: e.uid,
-    gid: e.gid,
-    size: e.type === 'symlink' ? e.target!.length : e.size,
-    nlink: Math.max(1, e.nlink),
-    mtimeMs: Number(e.mtimeNs / 1_000_000n),
-    ctimeMs: Number(e.ctimeNs / 1_000_000n),
-    rdev: e.rdev ?? 0,
-    blocks: Math.ceil(stored / 512),
-  };
-}
-
-/**
- * An image snapshot's files: the whole image as `<name>.img`, and each partition the
- * backup found (not MBR extended containers, which hold no filesystem) as a window onto it.
- */
-function imageFiles(snap: StoredSnapshot): Map<string, { start: number; size: number }> {
-  const base = safeName(snap.name ?? 'image');
-  const files = new Map([[`${base}.img`, { start: 0, size: snap.size }]]);
-  const parts = snap.extra?.partitions;
-  for (const p of Array.isArray(parts) ? (parts as Partition[]) : []) {
-    const valid =
-      Number.isSafeInteger(p.number) &&
-      Number.isSafeInteger(p.start) &&
-      Number.isSafeInteger(p.size) &&
-      p.start >= 0 &&
-      p.start + p.size <= snap.size;
-    if (valid && !isExtended(p)) {
-      files.set(`${base}-part${p.number}.img`, { start: p.start, size: p.size });
-    }
-  }
-  return files;
 }

@@ -1,4 +1,5 @@
 import { constants } from 'node:os';
+import { type Attr, FsError } from './attr.js';
 import {
   type FuseOperations,
   type FuseStat,
@@ -6,7 +7,7 @@ import {
   type ReadOperations,
   WRITE_OPERATIONS,
 } from './binding.js';
-import { type Attr, FsError, type SnapshotFs } from './fs.js';
+import type { SnapshotFs } from './fs.js';
 import { errorText } from './layout.js';
 
 const { errno } = constants;

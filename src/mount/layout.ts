@@ -1,3 +1,4 @@
+import { isExtended, type Partition } from '../image/partitions.js';
 import type { Repository } from '../repo/repository.js';
 import { byTime, listSnapshotIds, loadSnapshot, type StoredSnapshot } from '../repo/snapshot.js';
 
@@ -117,6 +118,36 @@ function stampTimes(dir: VirtualDir): number {
   }
   dir.mtimeMs = newest;
   return newest;
+}
+
+/** What an image snapshot's directory holds: raw bytes, or the files inside them. */
+export type ImageEntry = { kind: 'img'; start: number; size: number } | { kind: 'files' };
+
+/**
+ * An image snapshot's directory: the whole image as `<name>.img`; each partition the
+ * backup found (not MBR extended containers, which hold no filesystem) as a window onto it,
+ * `<name>-part<N>.img`; and, when `withFiles` (a filesystem inside is readable), the files
+ * inside as `<name>.files/` (`part<N>/` in it for a partitioned disk).
+ */
+export function imageEntries(snap: StoredSnapshot, withFiles: boolean): Map<string, ImageEntry> {
+  const base = safeName(snap.name ?? 'image');
+  const out = new Map<string, ImageEntry>([
+    [`${base}.img`, { kind: 'img', start: 0, size: snap.size }],
+  ]);
+  const parts = snap.extra?.partitions;
+  for (const p of Array.isArray(parts) ? (parts as Partition[]) : []) {
+    const valid =
+      Number.isSafeInteger(p.number) &&
+      Number.isSafeInteger(p.start) &&
+      Number.isSafeInteger(p.size) &&
+      p.start >= 0 &&
+      p.start + p.size <= snap.size;
+    if (valid && !isExtended(p)) {
+      out.set(`${base}-part${p.number}.img`, { kind: 'img', start: p.start, size: p.size });
+    }
+  }
+  if (withFiles) out.set(`${base}.files`, { kind: 'files' });
+  return out;
 }
 
 /**

@@ -4,7 +4,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { CairnError } from '../errors.js';
 import type { Lock } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
-import { createFuse, detach, type FuseInstance } from './binding.js';
+import { createFuse, detach, type FuseInstance, othersAllowed } from './binding.js';
 import { ChunkCache } from './content.js';
 import { SnapshotFs } from './fs.js';
 import { fuseOperations } from './fuse-ops.js';
@@ -16,6 +16,12 @@ export interface MountOptions {
   cacheBytes?: number;
   /** The snapshot list is re-read when it is older than this, in ms (default 3000). */
   refreshMs?: number;
+  /**
+   * Let every local user in, the kernel checking each entry's recorded mode and owner
+   * (FUSE's `allow_other`). Default: where this process may (root, or `user_allow_other`
+   * in /etc/fuse.conf).
+   */
+  allowOther?: boolean;
   /** What the user should be told: a stale mount point cleared, a read that failed. */
   onNotice?: (message: string) => void;
 }
@@ -61,7 +67,9 @@ export async function mountRepository(
     // An unreadable snapshot list fails the mount here rather than every lookup later.
     await list.current();
     const cache = new ChunkCache((id) => store.get(id), opts.cacheBytes ?? CACHE_BYTES);
-    const fuse = createFuse(dir, fuseOperations(new SnapshotFs(store, list, cache), notice));
+    const fs = new SnapshotFs(store, list, cache, notice);
+    const allowOther = opts.allowOther ?? (await othersAllowed());
+    const fuse = createFuse(dir, fuseOperations(fs, notice), { allowOther });
     await new Promise<void>((done, fail) => {
       fuse.mount((err) => (err ? fail(mountFailed(dir, err)) : done()));
     });

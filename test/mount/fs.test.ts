@@ -130,7 +130,7 @@ describe('SnapshotFs', () => {
     expect(await fs.readdir(dir)).toEqual(['.', '..', 'vm\\x2fdisk.img']);
     const img = `${dir}/vm\\x2fdisk.img`;
     expect(await fs.getattr(img)).toMatchObject({
-      mode: constants.S_IFREG | 0o444,
+      mode: constants.S_IFREG | 0o400,
       size: data.length,
     });
     const fh = await fs.open(img, constants.O_RDONLY);

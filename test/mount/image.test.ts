@@ -105,7 +105,7 @@ afterAll(async () => {
 describe.skipIf(skip)(titled('cairn mount: image snapshots', skip), () => {
   it('shows an image as <name>.img of its exact size, loop-mountable read-only', async () => {
     const dir = join(mount.dir, 'ids', shortHex(sysId));
-    expect(await readdir(dir)).toEqual(['sys.img']);
+    expect((await readdir(dir)).sort()).toEqual(['sys.files', 'sys.img']);
     const img = join(dir, 'sys.img');
     expect((await stat(img)).size).toBe(24 << 20);
     expect((await readFile(img)).equals(await readFile(join(d.path, 'sys.ext4')))).toBe(true);
@@ -114,7 +114,12 @@ describe.skipIf(skip)(titled('cairn mount: image snapshots', skip), () => {
 
   it("shows a GPT disk's partitions as <name>-part<N>.img, each loop-mountable", async () => {
     const dir = join(mount.dir, 'ids', shortHex(diskId));
-    expect((await readdir(dir)).sort()).toEqual(['disk-part1.img', 'disk-part2.img', 'disk.img']);
+    expect((await readdir(dir)).sort()).toEqual([
+      'disk-part1.img',
+      'disk-part2.img',
+      'disk.files',
+      'disk.img',
+    ]);
     expect((await readFile(join(dir, 'disk.img'))).equals(await readFile(diskPath))).toBe(true);
     for (const [i, p] of partitions.entries()) {
       const part = join(dir, `disk-part${i + 1}.img`);

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   buildLayout,
+  imageEntries,
   safeName,
   shortIds,
   timeName,
@@ -82,5 +83,45 @@ describe('buildLayout', () => {
     expect(root.mtimeMs).toBe(march);
     expect((at(root, 'tags/weekly') as VirtualDir).mtimeMs).toBe(Date.parse(s2.time));
     expect(buildLayout([], 42).mtimeMs).toBe(42);
+  });
+});
+
+describe('imageEntries', () => {
+  const image = (extra: Record<string, unknown>): StoredSnapshot => ({
+    ...snap('4'.repeat(64), '2026-04-01T00:00:00Z', 'h'),
+    kind: 'image',
+    name: 'vm/disk',
+    size: 1 << 30,
+    extra,
+  });
+  const part = (number: number, start: number, size: number, type = 'linux') => ({
+    number,
+    start,
+    size,
+    type,
+  });
+
+  it('shows the image, its partitions, and .files when a filesystem inside is readable', () => {
+    const s = image({ partition_table: 'mbr', partitions: [part(1, 1 << 20, 1 << 29)] });
+    expect([...imageEntries(s, true)]).toEqual([
+      ['vm\\x2fdisk.img', { kind: 'img', start: 0, size: 1 << 30 }],
+      ['vm\\x2fdisk-part1.img', { kind: 'img', start: 1 << 20, size: 1 << 29 }],
+      ['vm\\x2fdisk.files', { kind: 'files' }],
+    ]);
+    expect([...imageEntries(s, false).keys()]).toEqual([
+      'vm\\x2fdisk.img',
+      'vm\\x2fdisk-part1.img',
+    ]);
+  });
+
+  it('leaves out extended containers and partitions outside the image', () => {
+    const s = image({
+      partition_table: 'mbr',
+      partitions: [part(1, 0, 1 << 30, '0x05'), part(2, 1 << 29, 1 << 30), part(5, 512, 1024)],
+    });
+    expect([...imageEntries(s, false).keys()]).toEqual([
+      'vm\\x2fdisk.img',
+      'vm\\x2fdisk-part5.img',
+    ]);
   });
 });

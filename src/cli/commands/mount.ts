@@ -14,7 +14,9 @@ Layout (read-only; <time> is the snapshot time in UTC, e.g. 2026-11-26T08:00:00Z
   ids/<short-id>/                   snapshots/<time>_<short-id>/   snapshots/latest
   hosts/<host>/<time>_<short-id>/   tags/<tag>/<time>_<short-id>/
 A file snapshot shows its files under their absolute paths; an image snapshot shows
-<name>.img and, for a partitioned disk, <name>-part<N>.img (mount -o loop,ro works).
+<name>.img and, for a partitioned disk, <name>-part<N>.img (mount -o loop,ro works),
+and beside them <name>.files/: the files inside (ext2/3/4, FAT, NTFS; part<N>/ per
+partition), browsable without root.
 Stop with Ctrl-C or SIGTERM (unmounts, exit 130) or fusermount -u (exit 0).`;
 
 export function registerMount(program: Command): void {
