@@ -12,6 +12,8 @@ export {
   withSummary,
 } from './changes.js';
 export { entryModifier, type Modifier, sameContent, sameMetadata } from './entries.js';
+export { sameFileContent, stretchesToCompare } from './file-content.js';
+export { comparePaths, diffFilesystems, type FsDiffOptions } from './fs-diff.js';
 export {
   diffImages,
   type ImageDiffEvent,
@@ -19,6 +21,11 @@ export {
   imageSummaryJson,
   type PartitionDiff,
 } from './image-diff.js';
+export {
+  changedByteRanges,
+  diffImageFiles,
+  type ImageFilesDiffOptions,
+} from './image-files.js';
 export { diffLive, type LiveDiffOptions } from './live-diff.js';
 export { diffTrees, storeTreeLoader, type TreeLoader } from './tree-diff.js';
 

@@ -26,6 +26,20 @@ export class ByteRanges {
     this.total += end - start;
   }
 
+  /** The parts of the ranges that lie inside [start, end), clipped to it, in order. */
+  *within(start: number, end: number): Generator<[number, number]> {
+    let lo = 0;
+    let hi = this.starts.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.ends[mid]! <= start) lo = mid + 1;
+      else hi = mid;
+    }
+    for (let i = lo; i < this.starts.length && this.starts[i]! < end; i++) {
+      yield [Math.max(this.starts[i]!, start), Math.min(this.ends[i]!, end)];
+    }
+  }
+
   /** Appends all of `other`, which must lie after every range already here. */
   append(other: ByteRanges): void {
     for (let i = 0; i < other.count; i++) this.add(other.starts[i]!, other.ends[i]!);

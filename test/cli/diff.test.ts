@@ -237,7 +237,7 @@ describe('cairn diff of image snapshots', () => {
 
       const files = await cairn(['diff', '--files', a, b], { env });
       expect(files.code).toBe(1);
-      expect(files.stderr).toMatch(/--files is not supported yet: .*no reader for the filesystems/);
+      expect(files.stderr).toMatch(/no readable filesystem in image snapshot/);
     },
     SLOW,
   );

@@ -4,6 +4,7 @@ import { gearTable } from '../../chunker/index.js';
 import {
   changePath,
   checkSameKind,
+  diffImageFiles,
   diffImages,
   diffLive,
   diffTrees,
@@ -58,7 +59,11 @@ export function registerDiff(program: Command): void {
       )
       .option('--content', 'live paths: re-read files that look changed and compare their chunks')
       .option('--ranges', 'image snapshots: list every changed byte range')
-      .option('--files', 'image snapshots: the files that differ inside them (not supported yet)')
+      .option(
+        '--files',
+        'image snapshots: the files added, removed and changed inside them (ext2/3/4, FAT, ' +
+          'NTFS; part<N>/ for whole disks), listed as for file snapshots',
+      )
       .option('--exclude <glob>', 'live paths: leave out paths matching a glob', collectOption)
       .option('--exclude-file <file>', 'live paths: read exclude globs from a file', collectOption),
   ).action(async (ref: string, rest: string[], flags: DiffFlags, cmd: Command) => {
@@ -174,13 +179,18 @@ async function showImageDiff(
   b: StoredSnapshot,
   flags: DiffFlags,
 ): Promise<void> {
-  if (flags.files) {
-    throw new CairnError(
-      '--files is not supported yet: cairn has no reader for the filesystems inside images',
-    );
-  }
   const what = (s: StoredSnapshot) =>
     `${shortHex(s.id)} (${displayText(s.name ?? '')}, ${formatBytes(s.size)})`;
+  if (flags.files) {
+    if (flags.ranges) throw new CairnError('--ranges and --files cannot be combined', 'Usage');
+    const changes = diffImageFiles(repo, a, b, { onNote: g.quiet ? undefined : warn });
+    const header = `comparing files in image snapshot ${what(a)} to ${what(b)}:`;
+    await showFileDiff(g, withSummary(changes), header, {
+      source_snapshot: a.id,
+      target_snapshot: b.id,
+    });
+    return;
+  }
   if (!g.json && !g.quiet) printLine(`comparing image snapshot ${what(a)} to ${what(b)}:\n`);
   const events: AsyncIterable<ImageDiffEvent> = diffImages(await repo.blobs(), a, b);
   let shown = 0;
