@@ -72,6 +72,8 @@ export interface OpenOptions {
 export class Repository {
   private store: BlobStore | undefined;
   private view: IndexView | undefined;
+  private viewReady: Promise<IndexView> | undefined;
+  private storeReady: Promise<BlobStore> | undefined;
 
   private constructor(
     readonly backend: Backend,
@@ -158,19 +160,17 @@ export class Repository {
     return join(this.opts.cacheDir, this.config.id);
   }
 
-  /** The local index view, brought up to date with the repository's index segments. */
-  async indexView(): Promise<IndexView> {
-    if (!this.view) {
-      await mkdir(this.cacheDir, { recursive: true, mode: 0o700 });
-      this.view = await IndexView.open(this.cacheDir);
-      await this.view.sync(this.backend, this.sealer);
-    }
-    return this.view;
+  /**
+   * The local index view, brought up to date with the repository's index segments. Callers
+   * that ask at once share one opening: none gets a view before it is in sync.
+   */
+  indexView(): Promise<IndexView> {
+    this.viewReady ??= this.openView();
+    return this.viewReady;
   }
 
-  async blobs(): Promise<BlobStore> {
-    if (!this.store) {
-      const view = await this.indexView();
+  blobs(): Promise<BlobStore> {
+    this.storeReady ??= this.indexView().then((view) => {
       const init: BlobWorkerInit = {
         encryptionKey: this.masterKey?.encryption ?? null,
         idKey: this.masterKey?.ids ?? null,
@@ -181,8 +181,16 @@ export class Repository {
         compressionLevel: this.config.compression.level,
         workers: this.opts.workers,
       });
-    }
-    return this.store;
+      return this.store;
+    });
+    return this.storeReady;
+  }
+
+  private async openView(): Promise<IndexView> {
+    await mkdir(this.cacheDir, { recursive: true, mode: 0o700 });
+    this.view = await IndexView.open(this.cacheDir);
+    await this.view.sync(this.backend, this.sealer);
+    return this.view;
   }
 
   async listSnapshots(): Promise<StoredSnapshot[]> {

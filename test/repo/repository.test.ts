@@ -57,6 +57,17 @@ describe('repository', () => {
     expect(() => resolveRef('latest', snaps, { host: 'other' })).toThrow(/no snapshot/);
   });
 
+  it('gives callers that open the blob store at once one store over a synced index', async () => {
+    t = await makeRepo();
+    const store = await t.repo.blobs();
+    const { id } = await store.put('data', Buffer.from('indexed before the reopen'));
+    await store.flush();
+    const repo = await t.reopen();
+    const stores = await Promise.all([repo.blobs(), repo.blobs(), repo.blobs()]);
+    expect(new Set(stores).size).toBe(1);
+    expect((await stores[2]!.get(id)).toString()).toBe('indexed before the reopen');
+  });
+
   it('detects a tampered snapshot', async () => {
     t = await makeRepo({ encryption: false });
     const id = await t.repo.saveSnapshot({
