@@ -183,6 +183,11 @@ export class Chunker {
     return out;
   }
 
+  /** Whether the unfinished chunk still views `buffer` (memory a caller pushed). */
+  holds(buffer: ArrayBufferLike): boolean {
+    return this.#pieces.some((piece) => piece.buffer === buffer);
+  }
+
   /** Returns the last, possibly short, chunk (none for empty input) and resets the chunker. */
   finish(): Uint8Array[] {
     if (this.#pendingLen === 0) return [];

@@ -2,7 +2,7 @@ import { lstatSync } from 'node:fs';
 import { Chunker, type ChunkerParams, isAllZero } from '../chunker/index.js';
 import type { IdHasher } from '../crypto/index.js';
 import { CairnError } from '../errors.js';
-import { readChunks } from '../files/content.js';
+import { readBufferPool, readChunks } from '../files/content.js';
 import type { Excludes } from '../files/excludes.js';
 import {
   entryFromStat,
@@ -24,6 +24,7 @@ import {
   type TreeEntry,
 } from '../files/tree.js';
 import { readXattrs } from '../files/xattrs.js';
+import { ChunkerFeed } from '../repo/shared-buffers.js';
 import type { Change, DiffError } from './changes.js';
 import { entryModifier, type Modifier, mergeByName, sameMetadata } from './entries.js';
 import { below, oneSide, type TreeLoader } from './tree-diff.js';
@@ -249,14 +250,17 @@ function statPath(path: Buffer): WalkEntry | undefined {
   }
 }
 
+/** Chunks are hashed as soon as they are cut, so read buffers are reused at once. */
+const readBuffers = readBufferPool(2);
+
 /** The file's parts as backup would record them: the same cuts, IDs and holes. */
 async function readParts(
   live: WalkEntry,
   c: NonNullable<LiveDiffOptions['content']>,
 ): Promise<{ parts: ContentPart[]; size: number }> {
   const parts: ContentPart[] = [];
-  const chunker = new Chunker(c.params, c.table);
-  const { size } = await readChunks(live.path, live.stat, chunker, async (chunk) => {
+  const feed = new ChunkerFeed(readBuffers, new Chunker(c.params, c.table));
+  const { size } = await readChunks(live.path, live.stat, feed, async (chunk) => {
     parts.push({ id: isAllZero(chunk) ? null : c.hashId(chunk), length: chunk.length });
   });
   return { parts: mergeHoles(parts), size };

@@ -2,7 +2,7 @@ import { type BigIntStats, closeSync, constants, fstatSync, openSync, readSync }
 import { open } from 'node:fs/promises';
 import { Chunker, type ChunkerParams, isAllZero } from '../chunker/index.js';
 import type { BlobStore } from '../repo/blob-store.js';
-import { allocShared } from '../repo/pack.js';
+import { ChunkerFeed, SharedBufferPool } from '../repo/shared-buffers.js';
 import { Semaphore } from '../util/semaphore.js';
 import { sourceCall, type WalkEntry } from './fsmeta.js';
 import { type ContentPart, mergeHoles } from './tree.js';
@@ -44,6 +44,8 @@ export class ContentSaver {
   current: Buffer | undefined;
   private readonly files = new Semaphore(FILE_READS);
   private readonly chunks = new Semaphore(CHUNKS_IN_FLIGHT);
+  /** Read buffers: one per file being read, plus those its stored chunks still view. */
+  private readonly buffers = readBufferPool(FILE_READS + 2);
   /** Files with several links, by device and inode, until every link has been seen. */
   private readonly links = new Map<string, { content: Promise<Content>; left: number }>();
 
@@ -74,7 +76,8 @@ export class ContentSaver {
       this.current = item.path;
       const parts: Promise<ContentPart>[] = [];
       const chunker = new Chunker(this.opts.chunker.params, this.opts.chunker.table);
-      const read = await readChunks(item.path, item.stat, chunker, (chunk) => {
+      const feed = new ChunkerFeed(this.buffers, chunker);
+      const read = await readChunks(item.path, item.stat, feed, (chunk) => {
         this.opts.onRead(chunk.length);
         return this.savePart(chunk, parts);
       });
@@ -92,10 +95,14 @@ export class ContentSaver {
       return;
     }
     await this.chunks.acquire();
+    this.buffers.retain(chunk);
     const part = this.opts.sink
       .put('data', chunk)
       .then((r) => ({ id: r.id, length }))
-      .finally(() => this.chunks.release());
+      .finally(() => {
+        this.buffers.release(chunk);
+        this.chunks.release();
+      });
     // Awaited with the others once the file is read; until then a failure must not count
     // as unhandled.
     part.catch(() => undefined);
@@ -156,13 +163,13 @@ async function openReader(path: Buffer, size: number): Promise<FileReader> {
 /**
  * Reads the file, handing its chunks to `onChunk` in order (awaited: backpressure). `st` is
  * the lstat the walk saw; comparing it with fstat at the end tells whether the file changed
- * meanwhile. Each read gets a fresh buffer because chunks are views into it (the chunker's
- * ownership rule).
+ * meanwhile. Large reads go to the feed's pool buffers; `onChunk` must retain a chunk it
+ * keeps past its return (see `SharedBufferPool`), as the buffer is reused once released.
  */
 export async function readChunks(
   path: Buffer,
   st: BigIntStats,
-  chunker: Chunker,
+  feed: ChunkerFeed,
   onChunk: (chunk: Uint8Array) => Promise<void>,
 ): Promise<FileRead> {
   const expected = Number(st.size);
@@ -173,20 +180,27 @@ export async function readChunks(
       // One byte more than expected, so a file read whole ends in a short read: no extra call.
       const len = pos <= expected ? Math.min(READ_SIZE, expected - pos + 1) : GROW_READ;
       // Large reads go to shared memory, so chunks reach the hashing workers without a copy.
-      const buf = len >= SHARED_READ_MIN ? allocShared(len) : Buffer.allocUnsafe(len);
+      const buf = len >= SHARED_READ_MIN ? feed.take(len) : Buffer.allocUnsafe(len);
       const bytesRead = await sourceCall(path, () => file.read(buf, len, pos));
       if (bytesRead === 0) break;
       pos += bytesRead;
-      for (const chunk of chunker.push(buf.subarray(0, bytesRead))) await onChunk(chunk);
+      for (const chunk of feed.push(buf.subarray(0, bytesRead))) await onChunk(chunk);
+      feed.settle();
       if (bytesRead < len && pos >= expected) break;
     }
-    for (const chunk of chunker.finish()) await onChunk(chunk);
+    for (const chunk of feed.finish()) await onChunk(chunk);
     const end = await sourceCall(path, () => file.stat());
     const size = BigInt(pos);
     const changed =
       size !== st.size || end.size !== size || end.mtimeNs !== st.mtimeNs || end.ino !== st.ino;
     return { size: pos, changed };
   } finally {
+    feed.releaseAll();
     await file.close();
   }
+}
+
+/** A pool of buffers for `readChunks`, keeping `spare` of them for reuse. */
+export function readBufferPool(spare: number): SharedBufferPool {
+  return new SharedBufferPool(READ_SIZE, spare);
 }

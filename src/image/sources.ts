@@ -4,6 +4,7 @@ import { basename } from 'node:path';
 import type { Readable } from 'node:stream';
 import { CairnError } from '../errors.js';
 import { allocShared } from '../repo/pack.js';
+import { SharedBufferPool } from '../repo/shared-buffers.js';
 import { ByteRanges, planReads } from './ranges.js';
 
 export type SourceKind = 'file' | 'blockdev' | 'stdin';
@@ -16,7 +17,7 @@ export type Piece = { data: Buffer } | { zeros: number };
  * (a 1 GiB file in page cache reads at ~3 GB/s here, far above what chunking and hashing
  * take), and the one read kept in flight ahead costs little memory.
  */
-const READ_SIZE = 8 << 20;
+export const IMAGE_READ_SIZE = 8 << 20;
 /**
  * Free runs shorter than this are read through and zeroed rather than skipped: on a disk a
  * seek and a second request cost more than reading a few hundred KiB.
@@ -24,6 +25,11 @@ const READ_SIZE = 8 << 20;
 const MIN_SKIP = 256 << 10;
 /** Bytes of a stream source kept to find its partition table before chunking starts. */
 const STREAM_HEAD = 1 << 20;
+
+/** A pool of buffers for `ImageSource.pieces`, keeping `spare` of them for reuse. */
+export function imageReadPool(spare: number): SharedBufferPool {
+  return new SharedBufferPool(IMAGE_READ_SIZE, spare);
+}
 
 export interface ImageSource {
   readonly kind: SourceKind;
@@ -37,8 +43,11 @@ export interface ImageSource {
   readonly bytesRead: number;
   /** Up to `length` bytes at `offset` (fewer at the end; streams: only within their head). */
   readAt(offset: number, length: number): Promise<Buffer>;
-  /** The image in order; `free` ranges become zeros without being read (seekable only). */
-  pieces(free?: ByteRanges): AsyncIterable<Piece>;
+  /**
+   * The image in order; `free` ranges become zeros without being read (seekable only).
+   * Reads go to `buffers` (see `imageReadPool`) when given; the caller releases each piece.
+   */
+  pieces(free?: ByteRanges, buffers?: SharedBufferPool): AsyncIterable<Piece>;
   /**
    * Makes a pending `pieces` step fail at once: a stream may wait for input forever (file
    * reads finish by themselves; the caller checks its signal between them).
@@ -137,13 +146,13 @@ class FileSource implements ImageSource {
     return buf.subarray(0, await readFully(this.fh, buf, offset));
   }
 
-  async *pieces(free = new ByteRanges()): AsyncGenerator<Piece> {
+  async *pieces(free = new ByteRanges(), buffers?: SharedBufferPool): AsyncGenerator<Piece> {
     let ahead: Promise<Piece> | undefined;
-    for (const step of planReads(this.size, free, READ_SIZE, MIN_SKIP)) {
+    for (const step of planReads(this.size, free, IMAGE_READ_SIZE, MIN_SKIP)) {
       const next: Promise<Piece> =
         step.kind === 'zeros'
           ? Promise.resolve({ zeros: step.length })
-          : this.readStep(step.offset, step.length, step.zero);
+          : this.readStep(step.offset, step.length, step.zero, buffers);
       next.catch(() => undefined);
       if (ahead) yield await ahead;
       ahead = next;
@@ -151,10 +160,15 @@ class FileSource implements ImageSource {
     if (ahead) yield await ahead;
   }
 
-  private async readStep(offset: number, length: number, zero: [number, number][]) {
-    // A fresh buffer per read: the chunker keeps references into it. Shared memory lets
-    // chunks reach the hashing workers without a copy.
-    const buf = allocShared(length);
+  private async readStep(
+    offset: number,
+    length: number,
+    zero: [number, number][],
+    buffers?: SharedBufferPool,
+  ) {
+    // Shared memory lets chunks reach the hashing workers without a copy.
+    const buf =
+      buffers && length <= buffers.size ? buffers.take().subarray(0, length) : allocShared(length);
     const got = await readFully(this.fh, buf, offset);
     this.bytesRead += got;
     if (got < length) {

@@ -2,10 +2,11 @@ import { Chunker, gearTable, isAllZero } from '../chunker/index.js';
 import { CairnError } from '../errors.js';
 import type { BlobStore } from '../repo/blob-store.js';
 import type { Repository } from '../repo/repository.js';
+import { ChunkerFeed } from '../repo/shared-buffers.js';
 import type { ManifestEntry } from './manifest.js';
 import { ManifestWriter } from './manifest-writer.js';
 import type { ByteRanges } from './ranges.js';
-import type { ImageSource, Piece } from './sources.js';
+import { IMAGE_READ_SIZE, type ImageSource, imageReadPool, type Piece } from './sources.js';
 import { OrderedWindow } from './window.js';
 
 /**
@@ -61,7 +62,7 @@ export async function storeImage(
   let bytesDone = 0;
   let lastReport = 0;
   try {
-    for await (const piece of src.pieces(opts.free)) {
+    for await (const piece of src.pieces(opts.free, run.buffers)) {
       if (opts.signal?.aborted) throw new CairnError('interrupted', 'Interrupted');
       bytesDone += await run.add(piece);
       if (Date.now() - lastReport >= PROGRESS_EVERY_MS) {
@@ -71,18 +72,22 @@ export async function storeImage(
     }
     // A stream ended by an abort must not be taken for the end of the image.
     if (opts.signal?.aborted) throw new CairnError('interrupted', 'Interrupted');
-    await run.submit(run.chunker.finish());
+    await run.submit(run.feed.finish());
     await run.drain();
   } catch (err) {
     await run.window.settle();
     throw opts.signal?.aborted ? new CairnError('interrupted', 'Interrupted') : err;
+  } finally {
+    run.feed.releaseAll();
   }
   opts.onProgress?.({ bytesDone, bytesRead: src.bytesRead });
   return run.finish();
 }
 
 class StoreRun {
-  readonly chunker: Chunker;
+  /** Read buffers: those the window's chunks view, plus the one read ahead and the next. */
+  readonly buffers = imageReadPool(Math.ceil(BYTES_AHEAD / IMAGE_READ_SIZE) + 2);
+  readonly feed: ChunkerFeed;
   readonly window = new OrderedWindow<PutEntry>(PUTS_AHEAD, BYTES_AHEAD);
   private readonly writer: ManifestWriter;
   /**
@@ -104,35 +109,45 @@ class StoreRun {
     repo: Repository,
     private readonly store: BlobStore,
   ) {
-    this.chunker = new Chunker(repo.config.chunker, gearTable(repo.chunkerSeed));
+    this.feed = new ChunkerFeed(
+      this.buffers,
+      new Chunker(repo.config.chunker, gearTable(repo.chunkerSeed)),
+    );
     this.writer = new ManifestWriter(store);
     this.holeCut = repo.config.chunker.max;
   }
 
-  /** Chunks and submits one piece; returns its length. */
+  /** Chunks and submits one piece, then lets go of its buffer; returns its length. */
   async add(piece: Piece): Promise<number> {
+    if ('data' in piece) this.feed.adopt(piece.data);
+    const length = await this.chunkPiece(piece);
+    this.feed.settle();
+    return length;
+  }
+
+  private async chunkPiece(piece: Piece): Promise<number> {
     // A whole read of zeros (free space, sparse files) becomes a hole without being chunked:
     // isAllZero runs ~10× faster than the chunker. Chunk boundaries next to it then depend
     // on read alignment, which costs at most a chunk on either side where data moved.
     const zeroRun = 'zeros' in piece ? piece.zeros : isAllZero(piece.data) ? piece.data.length : 0;
     if (zeroRun >= this.holeCut) {
-      await this.submit(this.chunker.finish());
+      await this.submit(this.feed.finish());
       this.window.push(Promise.resolve(hole(zeroRun)), 0);
       return zeroRun;
     }
     if ('data' in piece) {
-      await this.submit(this.chunker.push(piece.data));
+      await this.submit(this.feed.push(piece.data));
       return piece.data.length;
     }
     this.zeros ??= Buffer.alloc(this.holeCut);
-    await this.submit(this.chunker.push(this.zeros.subarray(0, zeroRun)));
+    await this.submit(this.feed.push(this.zeros.subarray(0, zeroRun)));
     return zeroRun;
   }
 
   async submit(chunks: Uint8Array[]): Promise<void> {
     for (const c of chunks) {
       if (isAllZero(c)) this.window.push(Promise.resolve(hole(c.length)), 0);
-      else this.window.push(putChunk(this.store, c), c.length);
+      else this.window.push(this.put(c), c.length);
       while (this.window.full) await this.consume(await this.window.shift());
     }
   }
@@ -149,6 +164,16 @@ class StoreRun {
     return this.out;
   }
 
+  private async put(chunk: Uint8Array): Promise<PutEntry> {
+    this.buffers.retain(chunk);
+    try {
+      const r = await this.store.put('data', chunk);
+      return { id: r.id, length: chunk.length, added: r.added, storedSize: r.storedSize };
+    } finally {
+      this.buffers.release(chunk);
+    }
+  }
+
   private async consume(e: PutEntry): Promise<void> {
     if (e.id) {
       this.out.chunksTotal++;
@@ -161,9 +186,4 @@ class StoreRun {
 
 function hole(length: number): PutEntry {
   return { id: null, length, added: false, storedSize: 0 };
-}
-
-async function putChunk(store: BlobStore, chunk: Uint8Array): Promise<PutEntry> {
-  const r = await store.put('data', chunk);
-  return { id: r.id, length: chunk.length, added: r.added, storedSize: r.storedSize };
 }

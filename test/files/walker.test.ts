@@ -4,10 +4,11 @@ import { setAttribute } from 'fs-xattr';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Chunker, gearTable } from '../../src/chunker/index.js';
 import { pathForest } from '../../src/files/archiver.js';
-import { readChunks } from '../../src/files/content.js';
+import { readBufferPool, readChunks } from '../../src/files/content.js';
 import { Excludes } from '../../src/files/excludes.js';
 import { foldId, listDir, OwnerNames, SourceError } from '../../src/files/fsmeta.js';
 import { readXattrs } from '../../src/files/xattrs.js';
+import { ChunkerFeed } from '../../src/repo/shared-buffers.js';
 import { type TempDir, tempDir } from '../helpers.js';
 
 let d: TempDir;
@@ -99,6 +100,7 @@ describe('pathForest', () => {
 describe('readChunks', () => {
   const table = gearTable(Buffer.alloc(32, 7));
   const params = { min: 64, avg: 256, max: 1024 };
+  const feed = () => new ChunkerFeed(readBufferPool(1), new Chunker(params, table));
 
   it('hands over every byte in order and reports an unchanged file', async () => {
     const f = join(d.path, 'f');
@@ -106,7 +108,7 @@ describe('readChunks', () => {
     await writeFile(f, data);
     const st = await lstat(f, { bigint: true });
     const got: Buffer[] = [];
-    const read = await readChunks(b(f), st, new Chunker(params, table), async (c) => {
+    const read = await readChunks(b(f), st, feed(), async (c) => {
       got.push(Buffer.from(c));
     });
     expect(read).toEqual({ size: 5000, changed: false });
@@ -120,7 +122,7 @@ describe('readChunks', () => {
     const st = await lstat(f, { bigint: true });
     await appendFile(f, ' and more');
     const got: Buffer[] = [];
-    const read = await readChunks(b(f), st, new Chunker(params, table), async (c) => {
+    const read = await readChunks(b(f), st, feed(), async (c) => {
       got.push(Buffer.from(c));
     });
     expect(read).toEqual({ size: 14, changed: true });
@@ -133,7 +135,7 @@ describe('readChunks', () => {
     const st = await lstat(f, { bigint: true });
     await rm(f);
     const noop = async () => {};
-    await expect(readChunks(b(f), st, new Chunker(params, table), noop)).rejects.toMatchObject({
+    await expect(readChunks(b(f), st, feed(), noop)).rejects.toMatchObject({
       reason: 'ENOENT',
     });
   });
