@@ -3,9 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 /*
- * The other engineers' benches (diff.ts, mount.ts, maintenance.ts), run from `npm run bench`
- * with `--only diff,mount,maintenance` (or `--all`). Each is loaded only when asked for and
- * a failure is reported in its row, so one broken bench does not lose the others' figures.
+ * The other engineers' benches (diff.ts, mount.ts, image-files.ts, maintenance.ts,
+ * index-scale.ts, s3.ts), run from `npm run bench` with `--only diff,mount,image-files,
+ * maintenance,index,s3` (or `--all`). Each is
+ * loaded only when asked for and a failure is reported in its row, so one broken bench does
+ * not lose the others' figures.
  */
 
 export interface ExtraRow {
@@ -15,6 +17,8 @@ export interface ExtraRow {
   seconds?: number;
   mibPerSec?: number;
   note?: string;
+  /** Other figures of the case by name (IOPS, bytes read), for the JSON. */
+  values?: Record<string, number | undefined>;
 }
 
 const MiB = 2 ** 20;
@@ -40,22 +44,14 @@ export async function benchExtras(sections: string[], quick: boolean): Promise<E
   }
   if (sections.includes('mount')) {
     rows.push(
-      ...(await guarded('mount', async () => {
-        const { benchMount, cannotMount } = await import('./mount.js');
-        const why = cannotMount();
-        if (why) return [{ section: 'mount', case: 'skipped', note: why }];
-        const r = await benchMount((quick ? 32 : 512) * MiB);
-        const size = `${r.bytes / MiB} MiB`;
-        return [
-          { section: 'mount', case: `file through the mount, ${size}`, mibPerSec: r.fileMbPerSec },
-          {
-            section: 'mount',
-            case: `image through the mount, ${size}`,
-            mibPerSec: r.imageMbPerSec,
-          },
-          { section: 'mount', case: `cairn cat of the file, ${size}`, mibPerSec: r.catMbPerSec },
-        ];
-      })),
+      ...(await guarded('mount', async () => (await import('./mount.js')).mountRows(quick))),
+    );
+  }
+  if (sections.includes('image-files')) {
+    rows.push(
+      ...(await guarded('image-files', async () =>
+        (await import('./image-files.js')).imageFilesRows(quick),
+      )),
     );
   }
   if (sections.includes('maintenance')) {
@@ -78,6 +74,19 @@ export async function benchExtras(sections: string[], quick: boolean): Promise<E
         }
       })),
     );
+    rows.push(
+      ...(await guarded('maintenance', async () =>
+        (await import('./maintenance.js')).manySnapshotRows(quick),
+      )),
+    );
+  }
+  if (sections.includes('index')) {
+    rows.push(
+      ...(await guarded('index', async () => (await import('./index-scale.js')).indexRows(quick))),
+    );
+  }
+  if (sections.includes('s3')) {
+    rows.push(...(await guarded('s3', async () => (await import('./s3.js')).s3Rows(quick))));
   }
   return rows;
 }

@@ -1,14 +1,20 @@
+import { appendFileSync, rmSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { backup } from '../src/files/archiver.js';
 import { imageBackup } from '../src/image/index.js';
 import { check } from '../src/ops/check.js';
 import { forget } from '../src/ops/forget.js';
 import { prune } from '../src/ops/prune.js';
 import { LocalBackend } from '../src/repo/backend/local.js';
 import { Repository } from '../src/repo/repository.js';
-import { generateMixedData, mutate } from './data.js';
+import { generateMixedData, mixedBlocks, mutate, Rng } from './data.js';
+import type { ExtraRow } from './extras.js';
+import { diskUsage, dropCaches, loadAverage, run, timed } from './measure.js';
+import { type Command, installPeers, PASSWORD as PEER_PASSWORD } from './peers.js';
+import { type FileSpec, mix, treeSpec, writeSpec, writeTree } from './tree.js';
 
 const MiB = 2 ** 20;
 const PASSWORD = 'bench';
@@ -101,6 +107,151 @@ export async function benchPrune(r: BenchRepo): Promise<MaintenanceResult> {
   } finally {
     await repo.close();
   }
+}
+
+export interface HistoryResult {
+  tool: 'cairn' | 'restic';
+  step: 'snapshots' | 'forget' | 'prune';
+  seconds: number;
+  peakRssMiB: number;
+  note: string;
+}
+
+const KiB = 1024;
+const CAIRN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+
+/**
+ * One day of a slowly changing tree: 1% of its files below 1 MiB rewritten, two files added,
+ * one removed, 64 KiB appended to the log. Returns the tree's files afterwards.
+ */
+function nextDay(root: string, files: FileSpec[], day: number): FileSpec[] {
+  const rng = new Rng(7000 + day);
+  const small = files.filter((f) => !f.path.startsWith('large/') && f.size < 1024 * KiB);
+  const next = new Map(files.map((f) => [f.path, f]));
+  for (let j = 0; j < Math.max(1, Math.round(files.length / 100)); j++) {
+    const f = small[rng.below(small.length)]!;
+    const spec = { path: f.path, kind: f.kind, size: f.size, seed: mix(5e6 + day * 1000 + j) };
+    writeSpec(root, spec);
+    next.set(f.path, spec);
+  }
+  for (let j = 0; j < 2; j++) {
+    const spec: FileSpec = {
+      path: `new/day-${day}/n${j}.txt`,
+      kind: 'text',
+      size: rng.logUniform(KiB, 64 * KiB),
+      seed: mix(6e6 + day * 10 + j),
+    };
+    writeSpec(root, spec);
+    next.set(spec.path, spec);
+  }
+  const gone = small[rng.below(small.length)]!;
+  if (next.get(gone.path) === gone) {
+    rmSync(join(root, gone.path));
+    next.delete(gone.path);
+  }
+  for (const b of mixedBlocks(64 * KiB, mix(day), { text: 1, zeros: 0 })) {
+    appendFileSync(join(root, 'large/app.log'), b);
+  }
+  return [...next.values()];
+}
+
+/**
+ * Many snapshots, then forget most and prune, for cairn and restic on the same history: a
+ * tree (bench/tree.ts at `scale`) backed up `days` times, changing slowly between backups
+ * (`nextDay`), into one repository per tool. cairn's history is written through the library
+ * (one process, for speed), restic's by its CLI; each tool's forget and prune then run as
+ * processes, as a user runs them, timed with their peak RSS. Both keep the last `keep`
+ * snapshots and prune with their default (5%) unused-space limit.
+ */
+export async function benchManySnapshots(
+  dir: string,
+  opts: { days: number; keep: number; scale: number },
+): Promise<HistoryResult[]> {
+  const root = join(dir, 'tree');
+  let files = treeSpec(opts.scale);
+  writeTree(root, files);
+  const cairnRepo = join(dir, 'cairn-repo');
+  const cairnCache = join(dir, 'cairn-cache');
+  const resticRepo = join(dir, 'restic-repo');
+  const log = join(dir, 'log');
+  installPeers(['restic']);
+  const restic = (args: string[]): Command => ({
+    file: 'restic',
+    args: ['-r', resticRepo, '--cache-dir', join(dir, 'restic-cache'), '-q', ...args],
+    env: { ...process.env, RESTIC_PASSWORD: PEER_PASSWORD },
+  });
+  run(restic(['init']));
+  // The default KDF, so the timed commands pay for it as restic's pay for its scrypt.
+  const repo = await Repository.init(new LocalBackend(cairnRepo), {
+    encryption: true,
+    password: PEER_PASSWORD,
+    cacheDir: cairnCache,
+  });
+  try {
+    for (let day = 0; day < opts.days; day++) {
+      if (day > 0) files = nextDay(root, files, day);
+      const cairnBackup = async () => {
+        const events = backup(repo, [root], { host: 'bench' });
+        while (!(await events.next()).done);
+      };
+      await Promise.all([timed(restic(['backup', '--host', 'bench', root]), log), cairnBackup()]);
+    }
+  } finally {
+    await repo.close();
+  }
+  const cairn = (args: string[]): Command => ({
+    file: process.execPath,
+    args: [CAIRN, '-r', cairnRepo, '--cache-dir', cairnCache, '-q', ...args],
+    env: { ...process.env, CAIRN_PASSWORD: PEER_PASSWORD },
+  });
+  const keep = ['--keep-last', String(opts.keep)];
+  const out: HistoryResult[] = [];
+  for (const [tool, cmd, repoDir] of [
+    ['cairn', cairn, cairnRepo],
+    ['restic', restic, resticRepo],
+  ] as const) {
+    const before = diskUsage([repoDir]);
+    // What every command pays (start, key derivation, reading the snapshot list).
+    dropCaches();
+    const s = await timed(cmd(['snapshots']), log);
+    out.push({ tool, step: 'snapshots', ...resultOf(s), note: 'the fixed cost of a command' });
+    dropCaches();
+    const f = await timed(cmd(['forget', ...keep]), log);
+    const forgotten = `${opts.days - opts.keep} of ${opts.days} snapshots forgotten`;
+    out.push({ tool, step: 'forget', ...resultOf(f), note: forgotten });
+    dropCaches();
+    const p = await timed(cmd(['prune']), log);
+    const after = diskUsage([repoDir]);
+    const mb = (n: number) => (n / 1e6).toFixed(0);
+    const note = `repository ${mb(before)} -> ${mb(after)} MB`;
+    out.push({ tool, step: 'prune', ...resultOf(p), note });
+  }
+  const load = loadAverage();
+  for (const r of out) r.note += `; load ${load}`;
+  return out;
+}
+
+/** The bench's rows: 200 snapshots of a 1 600-file tree, 190 forgotten (--quick: 12, 8). */
+export async function manySnapshotRows(quick: boolean): Promise<ExtraRow[]> {
+  const opts = quick ? { days: 12, keep: 4, scale: 0.005 } : { days: 200, keep: 10, scale: 0.02 };
+  const dir = await mkdtemp(join(tmpdir(), 'cairn-bench-history-'));
+  try {
+    const results = await benchManySnapshots(dir, opts);
+    return results.map((r) => ({
+      section: 'maintenance',
+      case: `${r.step}, ${opts.days} snapshots`,
+      tool: r.tool,
+      seconds: r.seconds,
+      note: `peak RSS ${r.peakRssMiB.toFixed(0)} MiB; ${r.note}`,
+      values: { peakRssMiB: r.peakRssMiB },
+    }));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+function resultOf(t: { seconds: number; peakRssKiB: number }) {
+  return { seconds: t.seconds, peakRssMiB: t.peakRssKiB / 1024 };
 }
 
 async function main(): Promise<void> {

@@ -180,10 +180,14 @@ function installed(bin: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' }).status === 0;
 }
 
-/** Installs missing peers and GNU time from Debian's packages (root only). */
-export function installPeers(names: ToolName[]): void {
+/**
+ * Installs missing peers, GNU time and `helpers` (Debian packages named as their command,
+ * such as fio) from Debian's packages (root only).
+ */
+export function installPeers(names: ToolName[], helpers: string[] = []): void {
   const want = names.filter((n) => PACKAGES[n] && !installed(n)).map((n) => PACKAGES[n]);
   if (!installed('/usr/bin/time')) want.push('time');
+  want.push(...helpers.filter((h) => !installed(h)));
   if (want.length === 0 || process.getuid?.() !== 0) return;
   process.stderr.write(`bench: apt-get install ${want.join(' ')}\n`);
   const install = () =>

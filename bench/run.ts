@@ -18,8 +18,10 @@ import { benchStages, type StageResult, stageTable } from './stages.js';
  *            1.9 GB; --scale 0.625: 50 000 files, 1.3 GB) and a 2 GiB ext4 image, each case
  *            for every tool.
  * Flags: --quick (tiny data), --scale X (size of the peers' data, default 1),
- * --runs N (runs of the short cases, default 3), --only stages,peers,diff,mount,maintenance
- * (default stages,peers; --all for every one),
+ * --runs N (runs of the short cases, default 3),
+ * --only stages,peers,diff,mount,image-files,maintenance,index,s3
+ * (default stages,peers; --all for every one; index's 10^7-entry case only with
+ * CAIRN_BENCH_INDEX_MAX=1e7),
  * --tools cairn,restic,borg,casync, --no-images, --warm (keep the page cache: by default it
  * is dropped before every timed command so every tool reads from disk; --quick keeps it).
  */
@@ -45,7 +47,9 @@ const scale = Number(args.scale ?? (quick ? 0.005 : 1));
 const runs = Number(args.runs ?? (quick ? 1 : 3));
 const only =
   args.only?.split(',') ??
-  (args.all ? ['stages', 'peers', 'diff', 'mount', 'maintenance'] : ['stages', 'peers']);
+  (args.all
+    ? ['stages', 'peers', 'diff', 'mount', 'image-files', 'maintenance', 'index', 's3']
+    : ['stages', 'peers']);
 const STAGE_BYTES = (quick ? 64 : 1024) * MiB;
 
 async function main(): Promise<void> {
@@ -74,7 +78,8 @@ async function main(): Promise<void> {
     process.stdout.write(`\n${notes(peers, dataset, images)}`);
   }
   let extras: ExtraRow[] | undefined;
-  if (only.some((s) => ['diff', 'mount', 'maintenance'].includes(s))) {
+  const extraSections = ['diff', 'mount', 'image-files', 'maintenance', 'index', 's3'];
+  if (only.some((s) => extraSections.includes(s))) {
     extras = await benchExtras(only, quick);
     process.stdout.write(`\n${extraTable(extras)}`);
   }
