@@ -55,13 +55,14 @@ export interface RestoreSummary {
 }
 
 /**
- * Measured trade-offs: chunks are ~1 MiB, so 8 in flight per large file keep the disk and
- * the decoder busy with ≤ 32 MiB of chunk memory; 16 entries at once hide per-file syscall
- * latency. Small files are restored in batches whose chunks are requested together, so the
+ * Measured trade-offs: chunks are ~512 KiB, so 16 in flight, requested in groups of 8 (one
+ * group fetched while the other is written), keep the disk and the decoder busy with at most
+ * 32 MiB of chunk memory; 16 entries at once hide per-file syscall latency. Small files are restored in batches whose chunks are requested together, so the
  * fetcher reads a pack's neighbouring blobs at once; two batches in flight (≤ 16 MiB of
  * chunks) overlap fetching one with writing the other.
  */
-const CHUNKS_IN_FLIGHT = 8;
+const CHUNKS_IN_FLIGHT = 16;
+const CHUNK_GROUP = 8;
 const DEFAULT_CONCURRENCY = 16;
 const SMALL_FILE = 1 << 20;
 const BATCH_BYTES = 8 << 20;
@@ -331,6 +332,24 @@ class Restorer {
     const parts = job.entry.content ?? [];
     const writes: Promise<void>[] = [];
     let failure: { err: unknown } | undefined;
+    const write = (data: Promise<Buffer>, length: number, at: number, release?: () => void) => {
+      const w = this.writeChunk(fh, data, length, at)
+        .catch((err: unknown) => {
+          failure ??= { err };
+        })
+        .finally(release);
+      writes.push(w);
+    };
+    // Chunks not prefetched are requested a group at a time, in one event-loop turn, so the
+    // fetcher reads a pack's neighbours together. A group is sent before waiting for a slot:
+    // files waiting with slots held and nothing requested could otherwise stall each other.
+    let group: { id: Buffer; length: number; at: number }[] = [];
+    const send = () => {
+      for (const c of group) {
+        write(this.fetcher.get(c.id, c.length), c.length, c.at, () => this.chunkSlots.release());
+      }
+      group = [];
+    };
     let offset = 0;
     let dataEnd = 0;
     for (const [i, part] of parts.entries()) {
@@ -342,20 +361,18 @@ class Restorer {
       }
       dataEnd = offset;
       const prefetched = job.chunks?.[i];
-      if (!prefetched) await this.chunkSlots.acquire();
-      const release = prefetched ? () => undefined : () => this.chunkSlots.release();
-      if (failure) {
-        release();
-        break;
+      if (prefetched) {
+        write(prefetched, part.length, at);
+        continue;
       }
-      const data = prefetched ?? this.fetcher.get(part.id, part.length);
-      const write = this.writeChunk(fh, data, part.length, at)
-        .catch((err: unknown) => {
-          failure ??= { err };
-        })
-        .finally(release);
-      writes.push(write);
+      if (group.length >= CHUNK_GROUP || !this.chunkSlots.tryAcquire()) {
+        send();
+        await this.chunkSlots.acquire();
+      }
+      group.push({ id: part.id, length: part.length, at });
+      if (failure) break;
     }
+    send();
     await Promise.all(writes);
     if (failure) throw failure.err;
     if (job.entry.size > dataEnd) await fh.truncate(job.entry.size);

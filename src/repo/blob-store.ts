@@ -119,6 +119,11 @@ export class BlobStore {
       offset: loc.offset,
       length: loc.length,
     });
+    return this.open(sealed, loc);
+  }
+
+  /** Opens, decompresses and verifies a blob's stored bytes read from `loc`. */
+  async open(sealed: Buffer, loc: BlobLocation): Promise<Buffer> {
     // Large blobs are opened on a worker so restores use every core.
     if (loc.rawLength < INLINE_LIMIT) return decodeBlob(sealed, loc, this.sealer, this.hashId);
     return this.workerPool().open(sealed, loc);
