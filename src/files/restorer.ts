@@ -4,10 +4,11 @@ import { resolve } from 'node:path';
 import type { IdHasher } from '../crypto/index.js';
 import { CairnError } from '../errors.js';
 import type { BlobStore } from '../repo/blob-store.js';
+import { ChunkFetcher } from '../repo/chunk-fetcher.js';
 import type { Repository } from '../repo/repository.js';
 import type { StoredSnapshot } from '../repo/snapshot.js';
 import { Semaphore } from '../util/semaphore.js';
-import { ChunkFetcher, HardlinkTracker, loadTree, rootTreeId, verifyFile } from './browse.js';
+import { HardlinkTracker, loadTree, rootTreeId, verifyFile } from './browse.js';
 import {
   applyFileMetadata,
   applyPathMetadata,
@@ -112,7 +113,7 @@ export async function* restore(
   opts: RestoreOptions = {},
 ): AsyncGenerator<RestoreEvent, RestoreSummary> {
   const store = await repo.blobs();
-  const fetcher = new ChunkFetcher(repo, store);
+  const fetcher = new ChunkFetcher(repo.backend, store);
   const r = new Restorer(store, fetcher, repo.hashId, resolve(target), snap, opts);
   let finished = false;
   const done = r.run(rootTreeId(snap)).finally(() => {
@@ -285,7 +286,7 @@ class Restorer {
     this.batchBytes = 0;
     if (batch.length === 0) return;
     await this.batchSlots.acquire();
-    for (const job of batch) job.chunks = this.fetcher.prefetch(job.entry);
+    for (const job of batch) job.chunks = this.fetcher.prefetch(job.entry.content ?? []);
     const tasks: Promise<void>[] = [];
     for (const job of batch) tasks.push((await this.spawn(job)).done);
     void Promise.all(tasks).then(() => this.batchSlots.release());

@@ -1,7 +1,7 @@
 import { isAllZero } from '../chunker/index.js';
 import type { IdHasher } from '../crypto/index.js';
 import { CairnError } from '../errors.js';
-import type { BlobStore } from '../repo/blob-store.js';
+import { ChunkFetcher } from '../repo/chunk-fetcher.js';
 import type { Repository } from '../repo/repository.js';
 import type { Snapshot } from '../repo/snapshot.js';
 import { loadManifest, ManifestIndex, type PlacedEntry } from './manifest-reader.js';
@@ -42,7 +42,8 @@ export interface RestoreImageResult {
 
 /**
  * Chunks fetched (or, with delta, compared) ahead of the writer: fetching is a pack read,
- * decryption and decompression per chunk, so several in flight hide their latency.
+ * decryption and decompression per chunk, so several in flight hide their latency, and
+ * half a window requested at once is read in one or two pack-range reads.
  */
 const FETCH_AHEAD = 16;
 const BYTES_AHEAD = 64 << 20;
@@ -78,7 +79,8 @@ export async function restoreImage(
     const index = new ManifestIndex(store, await loadManifest(store, snap));
     const t = await openTarget(target, index.size, opts.delta === true);
     try {
-      const result = await writeImage(repo.hashId, store, index, t, opts);
+      const fetcher = new ChunkFetcher(repo.backend, store);
+      const result = await writeImage(repo.hashId, fetcher, index, t, opts);
       // A device is synced before we report success (it may be unplugged next); a file is
       // left to writeback like any copy: syncing 1 GiB doubled restore time here.
       if (t.kind === 'file') await t.fh.truncate(index.size);
@@ -118,7 +120,7 @@ type WriteCounts = Pick<
 
 async function writeImage(
   hashId: IdHasher,
-  store: BlobStore,
+  fetcher: ChunkFetcher,
   index: ManifestIndex,
   t: RestoreTarget,
   opts: RestoreImageOptions,
@@ -154,10 +156,12 @@ async function writeImage(
     for await (const entry of index.entries()) {
       if (opts.signal?.aborted) throw new CairnError('interrupted', 'Interrupted');
       window.push(
-        planEntry(hashId, store, t, entry, opts.delta === true),
+        planEntry(hashId, fetcher, t, entry, opts.delta === true),
         entry.id ? entry.length : 0,
       );
-      while (window.full) await write(await window.shift());
+      // Refilled half a window at a time: the fetcher reads the chunks requested in one
+      // turn a pack range at a time.
+      if (window.full) while (window.size > FETCH_AHEAD / 2) await write(await window.shift());
     }
     while (window.size > 0) await write(await window.shift());
     while (writes.size > 0) await writes.shift();
@@ -171,7 +175,7 @@ async function writeImage(
 
 async function planEntry(
   hashId: IdHasher,
-  store: BlobStore,
+  fetcher: ChunkFetcher,
   t: RestoreTarget,
   entry: PlacedEntry,
   delta: boolean,
@@ -182,7 +186,8 @@ async function planEntry(
       if (have.length === entry.length && hashId(have).equals(entry.id))
         return { entry, writes: [] };
     }
-    return { entry, writes: [{ offset: entry.offset, data: await store.get(entry.id) }] };
+    const data = await fetcher.get(entry.id, entry.length);
+    return { entry, writes: [{ offset: entry.offset, data }] };
   }
   if (t.fresh) return { entry, writes: [] };
   const writes: EntryPlan['writes'] = [];

@@ -1,0 +1,130 @@
+import { CairnError, shortHex } from '../errors.js';
+import { Semaphore } from '../util/semaphore.js';
+import type { Backend } from './backend/backend.js';
+import type { BlobLocation } from './blob.js';
+import type { BlobStore } from './blob-store.js';
+import { packName } from './pack.js';
+
+/**
+ * Reads close neighbours in a pack together: blobs further apart than this are read apart.
+ * Backup stores a directory's small files one after the other, so one read serves many.
+ */
+const MAX_GAP = 64 << 10;
+/** Largest coalesced read: bounds the memory of one read and the wait for its first blob. */
+const MAX_RUN = 8 << 20;
+/** Coalesced reads in flight. */
+const READS_IN_FLIGHT = 4;
+
+interface Request {
+  id: Buffer;
+  length: number;
+  resolve: (data: Buffer) => void;
+  reject: (err: unknown) => void;
+}
+
+interface Run {
+  pack: Buffer;
+  start: number;
+  end: number;
+  items: { req: Request; loc: BlobLocation }[];
+}
+
+/**
+ * Chunk reads for restores (of files and of images). Requests made in the same event-loop turn are located, grouped
+ * by pack and sorted by offset; neighbours are fetched with one backend read, then opened
+ * and checked one by one as BlobStore.get does (blobs from 64 KiB up on its worker
+ * threads, so decryption and hashing use every core). Restoring 20 000 small files thus
+ * takes a few dozen reads instead of 20 000 (measured: the per-read open/pread/close was half
+ * of a small-file restore), and a large file's chunks, requested a group at a time, come in
+ * a few reads per pack: on S3 each read is a request.
+ */
+export class ChunkFetcher {
+  private queue: Request[] = [];
+  private readonly reads = new Semaphore(READS_IN_FLIGHT);
+
+  constructor(
+    private readonly backend: Backend,
+    private readonly store: BlobStore,
+  ) {}
+
+  /** The chunk `id`, which the tree says is `length` bytes long. */
+  get(id: Buffer, length: number): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      if (this.queue.length === 0) setImmediate(() => void this.flush());
+      this.queue.push({ id, length, resolve, reject });
+    });
+  }
+
+  /** Requests all of a file's chunks now (undefined for holes), so they are read together. */
+  prefetch(
+    parts: readonly { id: Buffer | null; length: number }[],
+  ): (Promise<Buffer> | undefined)[] {
+    return parts.map((part) => {
+      if (!part.id) return undefined;
+      const p = this.get(part.id, part.length);
+      // Awaited when the file is written; never, if creating the file failed.
+      p.catch(() => undefined);
+      return p;
+    });
+  }
+
+  private async flush(): Promise<void> {
+    const batch = this.queue;
+    this.queue = [];
+    const runs: Run[] = [];
+    const located = await Promise.all(batch.map((req) => this.locate(req)));
+    const found = located.filter((item) => item !== undefined);
+    found.sort((a, b) => Buffer.compare(a.loc.pack, b.loc.pack) || a.loc.offset - b.loc.offset);
+    for (const item of found) {
+      const { pack, offset, length } = item.loc;
+      const run = runs.at(-1);
+      const end = offset + length;
+      if (run?.pack.equals(pack) && offset - run.end <= MAX_GAP && end - run.start <= MAX_RUN) {
+        run.end = Math.max(run.end, end);
+        run.items.push(item);
+      } else runs.push({ pack, start: offset, end, items: [item] });
+    }
+    await Promise.all(runs.map((run) => this.reads.run(() => this.read(run))));
+  }
+
+  private async locate(req: Request): Promise<Run['items'][number] | undefined> {
+    try {
+      const loc = await this.store.locate(req.id);
+      if (loc) return { req, loc };
+      req.reject(new CairnError(`blob ${shortHex(req.id)} is not in the index`, 'Damaged'));
+    } catch (err) {
+      req.reject(err);
+    }
+    return undefined;
+  }
+
+  private async read(run: Run): Promise<void> {
+    let bytes: Buffer;
+    try {
+      const range = { offset: run.start, length: run.end - run.start };
+      bytes = await this.backend.read(packName(run.pack), range);
+    } catch (err) {
+      for (const { req } of run.items) req.reject(err);
+      return;
+    }
+    await Promise.all(
+      run.items.map(async ({ req, loc }) => {
+        const at = loc.offset - run.start;
+        try {
+          req.resolve(
+            checkLength(await this.store.open(bytes.subarray(at, at + loc.length), loc), req),
+          );
+        } catch (err) {
+          req.reject(err);
+        }
+      }),
+    );
+  }
+}
+
+/** A chunk must be as long as the tree that refers to it says. */
+function checkLength(data: Buffer, req: Request): Buffer {
+  if (data.length === req.length) return data;
+  const what = `chunk ${shortHex(req.id)} has ${data.length} bytes, the tree says ${req.length}`;
+  throw new CairnError(what, 'Damaged');
+}
