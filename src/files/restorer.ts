@@ -2,13 +2,13 @@ import { constants } from 'node:fs';
 import { type FileHandle, link, mkdir, open, stat, symlink } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { IdHasher } from '../crypto/index.js';
-import { CairnError } from '../errors.js';
+import { CairnError, shortHex } from '../errors.js';
 import type { BlobStore } from '../repo/blob-store.js';
 import { ChunkFetcher } from '../repo/chunk-fetcher.js';
 import type { Repository } from '../repo/repository.js';
 import type { StoredSnapshot } from '../repo/snapshot.js';
 import { Semaphore } from '../util/semaphore.js';
-import { HardlinkTracker, loadTree, rootTreeId, verifyFile } from './browse.js';
+import { HardlinkTracker, rootTreeId, verifyFile } from './browse.js';
 import {
   applyFileMetadata,
   applyPathMetadata,
@@ -20,7 +20,7 @@ import {
   replacing,
 } from './metadata.js';
 import { childPath, PathSelector, relativeText, rootPath, type SelectOptions } from './paths.js';
-import type { TreeEntry } from './tree.js';
+import { decodeTree, type Tree, type TreeEntry } from './tree.js';
 
 export interface RestoreOptions extends SelectOptions {
   /** Read every restored file back and check each chunk against its ID. */
@@ -149,6 +149,8 @@ class Restorer {
   private readonly running = new Set<Promise<void>>();
   private readonly dirs: DirFrame[] = [];
   private readonly links: PendingLink[] = [];
+  /** Subtrees requested ahead of the walk, by hex ID. */
+  private readonly treesAhead = new Map<string, Promise<Buffer>>();
   private readonly events: RestoreEvent[] = [];
   private readonly started = Date.now();
   private readonly counts = { files: 0, dirs: 0, bytes: 0, verified: 0, errors: 0 };
@@ -157,7 +159,7 @@ class Restorer {
   private wake: (() => void) | undefined;
 
   constructor(
-    private readonly store: BlobStore,
+    readonly _store: BlobStore,
     private readonly fetcher: ChunkFetcher,
     private readonly hashId: IdHasher,
     private readonly target: string,
@@ -224,11 +226,32 @@ class Restorer {
     else this.dirty = true;
   }
 
+  /**
+   * A tree, and its subdirectories' trees requested at once (unless filtering, where most
+   * may not be walked): backup stored them near each other, so they come in a read or two.
+   */
+  private async loadTree(id: Buffer): Promise<Tree> {
+    const key = id.toString('hex');
+    const data = this.treesAhead.get(key) ?? this.fetcher.get(id);
+    this.treesAhead.delete(key);
+    const tree = decodeTree(await data, `tree ${shortHex(id)}`);
+    if (this.filtered) return tree;
+    for (const e of tree.entries) {
+      const sub = e.type === 'dir' ? e.subtree?.toString('hex') : undefined;
+      if (sub === undefined || this.treesAhead.has(sub)) continue;
+      const ahead = this.fetcher.get(e.subtree!);
+      // Awaited when the walk gets there; never, if it stops first.
+      ahead.catch(() => undefined);
+      this.treesAhead.set(sub, ahead);
+    }
+    return tree;
+  }
+
   /** Walks one tree; `selected`: everything below is restored (an include matched above). */
   private async walk(id: Buffer, dir: DirFrame, selected: boolean): Promise<void> {
     let entries: TreeEntry[];
     try {
-      ({ entries } = await loadTree(this.store, id));
+      ({ entries } = await this.loadTree(id));
     } catch (err) {
       this.fail(dir.path, err);
       return;

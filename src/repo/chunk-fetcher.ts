@@ -7,9 +7,13 @@ import { packName } from './pack.js';
 
 /**
  * Reads close neighbours in a pack together: blobs further apart than this are read apart.
- * Backup stores a directory's small files one after the other, so one read serves many.
+ * Backup stores a directory's small files one after the other, so one read serves many;
+ * but the chunks of a larger file it read meanwhile lie between them. The bytes skipped over
+ * are kept (RECENT_BYTES) for the requests that soon come for them.
  */
-const MAX_GAP = 64 << 10;
+const MAX_GAP = 1 << 20;
+/** Pack bytes kept after a read, so blobs read over but not requested yet cost no read. */
+const RECENT_BYTES = 32 << 20;
 /** Largest coalesced read: bounds the memory of one read and the wait for its first blob. */
 const MAX_RUN = 8 << 20;
 /** Coalesced reads in flight. */
@@ -17,7 +21,8 @@ const READS_IN_FLIGHT = 4;
 
 interface Request {
   id: Buffer;
-  length: number;
+  /** The length the referrer recorded (a tree's chunk list), to check; trees have none. */
+  length: number | undefined;
   resolve: (data: Buffer) => void;
   reject: (err: unknown) => void;
 }
@@ -30,8 +35,8 @@ interface Run {
 }
 
 /**
- * Chunk reads for restores (of files and of images). Requests made in the same event-loop turn are located, grouped
- * by pack and sorted by offset; neighbours are fetched with one backend read, then opened
+ * Chunk reads for restores (of files and of images). Requests made in the same event-loop
+ * turn are located, grouped by pack and sorted by offset; neighbours are fetched with one backend read, then opened
  * and checked one by one as BlobStore.get does (blobs from 64 KiB up on its worker
  * threads, so decryption and hashing use every core). Restoring 20 000 small files thus
  * takes a few dozen reads instead of 20 000 (measured: the per-read open/pread/close was half
@@ -41,14 +46,15 @@ interface Run {
 export class ChunkFetcher {
   private queue: Request[] = [];
   private readonly reads = new Semaphore(READS_IN_FLIGHT);
+  private readonly recent = new RecentRanges(RECENT_BYTES);
 
   constructor(
     private readonly backend: Backend,
     private readonly store: BlobStore,
   ) {}
 
-  /** The chunk `id`, which the tree says is `length` bytes long. */
-  get(id: Buffer, length: number): Promise<Buffer> {
+  /** The blob `id`: a chunk the tree says is `length` bytes long, or a tree. */
+  get(id: Buffer, length?: number): Promise<Buffer> {
     return new Promise((resolve, reject) => {
       if (this.queue.length === 0) setImmediate(() => void this.flush());
       this.queue.push({ id, length, resolve, reject });
@@ -73,7 +79,13 @@ export class ChunkFetcher {
     this.queue = [];
     const runs: Run[] = [];
     const located = await Promise.all(batch.map((req) => this.locate(req)));
-    const found = located.filter((item) => item !== undefined);
+    const found: Run['items'] = [];
+    for (const item of located) {
+      if (!item) continue;
+      const kept = this.recent.find(item.loc);
+      if (kept) void this.open(item, kept);
+      else found.push(item);
+    }
     found.sort((a, b) => Buffer.compare(a.loc.pack, b.loc.pack) || a.loc.offset - b.loc.offset);
     for (const item of found) {
       const { pack, offset, length } = item.loc;
@@ -107,24 +119,53 @@ export class ChunkFetcher {
       for (const { req } of run.items) req.reject(err);
       return;
     }
+    this.recent.add(run.pack, run.start, bytes);
     await Promise.all(
-      run.items.map(async ({ req, loc }) => {
-        const at = loc.offset - run.start;
-        try {
-          req.resolve(
-            checkLength(await this.store.open(bytes.subarray(at, at + loc.length), loc), req),
-          );
-        } catch (err) {
-          req.reject(err);
-        }
+      run.items.map((item) => {
+        const at = item.loc.offset - run.start;
+        return this.open(item, bytes.subarray(at, at + item.loc.length));
       }),
     );
+  }
+
+  private async open({ req, loc }: Run['items'][number], sealed: Buffer): Promise<void> {
+    try {
+      req.resolve(checkLength(await this.store.open(sealed, loc), req));
+    } catch (err) {
+      req.reject(err);
+    }
+  }
+}
+
+/** The last pack ranges read, up to a total size; oldest dropped first. */
+class RecentRanges {
+  private readonly ranges: { pack: Buffer; start: number; bytes: Buffer }[] = [];
+  private size = 0;
+
+  constructor(private readonly limit: number) {}
+
+  add(pack: Buffer, start: number, bytes: Buffer): void {
+    this.ranges.push({ pack, start, bytes });
+    this.size += bytes.length;
+    while (this.size > this.limit) this.size -= this.ranges.shift()!.bytes.length;
+  }
+
+  /** The stored bytes of `loc`, when a kept range holds them. */
+  find(loc: BlobLocation): Buffer | undefined {
+    for (let i = this.ranges.length - 1; i >= 0; i--) {
+      const r = this.ranges[i]!;
+      const at = loc.offset - r.start;
+      if (at >= 0 && at + loc.length <= r.bytes.length && r.pack.equals(loc.pack)) {
+        return r.bytes.subarray(at, at + loc.length);
+      }
+    }
+    return undefined;
   }
 }
 
 /** A chunk must be as long as the tree that refers to it says. */
 function checkLength(data: Buffer, req: Request): Buffer {
-  if (data.length === req.length) return data;
+  if (req.length === undefined || data.length === req.length) return data;
   const what = `chunk ${shortHex(req.id)} has ${data.length} bytes, the tree says ${req.length}`;
   throw new CairnError(what, 'Damaged');
 }
