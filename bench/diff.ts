@@ -19,13 +19,15 @@ import type { BlobStore } from '../src/repo/blob-store.js';
 import { Repository } from '../src/repo/repository.js';
 import type { StoredSnapshot } from '../src/repo/snapshot.js';
 import { mixedBlocks, Rng, randomBlock } from './data.js';
+import type { ImagePair } from './image.js';
 
 /**
  * `cairn diff` against `restic diff` on the same data in the same run:
  *   - two file snapshots of a generated tree of DIRS × FILES small files, the second taken
  *     after a few directories changed (files edited, added, removed, chmod'ed);
- *   - two image snapshots of a generated disk image, the second after scattered 4 KiB
- *     writes (restic sees one changed file).
+ *   - two image snapshots of the peers' two benchmark ext4 images (bench/image.ts: 2 GiB,
+ *     the second with ~5% of its files changed) when given, else of a generated disk image
+ *     before and after scattered 4 KiB writes; restic backs the image up as one file.
  * Both tools run as a user runs them (a new process, encrypted repository, text output to a
  * pipe); each diff is timed as the median of RUNS. A cairn command spends most of its time
  * starting Node and deriving the key, so the diff is also timed in-process, on an open
@@ -38,6 +40,8 @@ export interface DiffBenchOptions {
   dirs?: number;
   filesPerDir?: number;
   imageMiB?: number;
+  /** The benchmark image pair to diff instead of a generated image. */
+  images?: ImagePair;
   runs?: number;
 }
 
@@ -195,13 +199,13 @@ function snapshotPairs(
 }
 
 export async function benchDiff(opts: DiffBenchOptions = {}): Promise<DiffBenchRow[]> {
-  const o = { dirs: 100, filesPerDir: 500, imageMiB: 128, runs: 3, ...opts };
+  const o = { dirs: 100, filesPerDir: 500, imageMiB: 128, images: undefined, runs: 3, ...opts };
   const dir = mkdtempSync(join(tmpdir(), 'cairn-bench-diff-'));
   try {
     const tools = [cairnTool(dir)];
     if (ensureRestic()) tools.push(resticTool(dir));
-    // KDF as cheap as a test's: each cairn process derives the key once (argon2id in JS).
-    tools[0]!.run(['init', '--kdf-memory', '64', '--kdf-time', '1']);
+    // Both with their default key derivation, which every command pays once.
+    tools[0]!.run(['init']);
     tools[1]?.run(['init', '-q']);
     const rows = [...(await treeCase(dir, tools, o)), ...(await imageCase(dir, tools, o))];
     if (!tools[1])
@@ -212,7 +216,7 @@ export async function benchDiff(opts: DiffBenchOptions = {}): Promise<DiffBenchR
   }
 }
 
-type Options = Required<DiffBenchOptions>;
+type Options = Required<Omit<DiffBenchOptions, 'images'>> & Pick<DiffBenchOptions, 'images'>;
 
 async function treeCase(dir: string, tools: Tool[], o: Options): Promise<DiffBenchRow[]> {
   const tree = join(dir, 'tree');
@@ -236,13 +240,17 @@ async function treeCase(dir: string, tools: Tool[], o: Options): Promise<DiffBen
 
 async function imageCase(dir: string, tools: Tool[], o: Options): Promise<DiffBenchRow[]> {
   const image = join(dir, 'disk.img');
-  phase(`writing a ${o.imageMiB} MiB image`, () => makeImage(image, o.imageMiB));
+  const pair = o.images;
+  const copy = (from: string) => execFileSync('cp', ['--sparse=always', from, image]);
+  if (pair) phase('copying the first benchmark image', () => copy(pair.v1));
+  else phase(`writing a ${o.imageMiB} MiB image`, () => makeImage(image, o.imageMiB));
   // restic has no image snapshots: it backs the image up as one file.
   const backup = (t: Tool) => [t.name === 'cairn' ? 'image' : 'backup', image];
-  const pairs = phase('backing up the image twice', () =>
-    snapshotPairs(tools, backup, () => changeImage(image, o.imageMiB)),
-  );
-  const name = `image: ${o.imageMiB} MiB, ${IMAGE_EDITS} scattered 4 KiB writes`;
+  const change = pair ? () => copy(pair.v2) : () => changeImage(image, o.imageMiB);
+  const pairs = phase('backing up the image twice', () => snapshotPairs(tools, backup, change));
+  const name = pair
+    ? `image: the two ${pair.size / 2 ** 20} MiB benchmark ext4 images`
+    : `image: ${o.imageMiB} MiB, ${IMAGE_EDITS} scattered 4 KiB writes`;
   const rows = tools.map((tool, i): DiffBenchRow => {
     const { seconds, out } = timeDiff(tool, ...pairs[i]!, o.runs);
     const changed = /Changed: +(.*) in/.exec(out)?.[1] ?? /Added: +(.*)/.exec(out)?.[1];
