@@ -8,15 +8,29 @@ import { Repository } from '../../src/repo/repository.js';
 import type { StoredSnapshot } from '../../src/repo/snapshot.js';
 import { cairn } from '../cli/run.js';
 import { type TempDir, tempDir } from '../helpers.js';
-import { assembleDisk, blankImage, hasCommand, isRoot, mkfs, readAll, sh } from './util.js';
+import {
+  assembleDisk,
+  blankImage,
+  hasCommand,
+  isRoot,
+  mkfs,
+  readAll,
+  sh,
+  withMounted,
+} from './util.js';
 
 /*
- * A GPT disk whose partition 1 is ext4 (filled by mkfs.ext4 -d, with 32 MiB of random data)
- * and partition 2 FAT16 (filled by mtools), backed up and read through the CLI and the
- * library.
+ * A GPT disk whose partition 1 is ext4 (filled by mkfs.ext4 -d, with 32 MiB of random data),
+ * partition 2 FAT16 (filled by mtools) and partition 3 NTFS (mkntfs, filled through
+ * ntfs-3g), backed up and read through the CLI and the library.
  */
 const SKIP =
-  !isRoot || !hasCommand('mkfs.ext4') || !hasCommand('mkfs.vfat') || !hasCommand('sfdisk');
+  !isRoot ||
+  !hasCommand('mkfs.ext4') ||
+  !hasCommand('mkfs.vfat') ||
+  !hasCommand('mkntfs') ||
+  !hasCommand('ntfs-3g') ||
+  !hasCommand('sfdisk');
 
 let d: TempDir;
 let env: Record<string, string>;
@@ -47,7 +61,17 @@ beforeAll(async () => {
   const fat = await blankImage(d.path, 'p2.img', 20);
   mkfs('mkfs.vfat', ['-F', '16'], fat);
   sh('mcopy', ['-i', fat, '-s', join(fatSrc, 'Docs'), join(fatSrc, 'DATA.BIN'), '::/']);
-  const disk = await assembleDisk(d.path, 'disk.img', [ext, fat]);
+  const ntfs = await blankImage(d.path, 'p3.img', 16);
+  mkfs('mkntfs', ['-q', '-F', '-Q'], ntfs);
+  const ntfsFiles: [string, Buffer][] = [
+    ['Program Files/app.ini', Buffer.from('[ntfs]\nlong = names\n')],
+    ['pagefile.bin', randomBytes(300_000)],
+  ];
+  await withMounted(ntfs, 'ntfs-3g', async (dir) => {
+    await mkdir(join(dir, 'Program Files'));
+    for (const [rel, data] of ntfsFiles) await put(dir, '/part3', rel, data);
+  });
+  const disk = await assembleDisk(d.path, 'disk.img', [ext, fat, ntfs]);
   expect((await cairn(['image', disk.path, '-q'], { env })).code).toBe(0);
   repo = await Repository.open(new LocalBackend(env.CAIRN_REPO!), {
     cacheDir: join(d.path, 'lib-cache'),
@@ -73,8 +97,13 @@ describe.skipIf(SKIP)('a partitioned disk image', () => {
     expect(volumes.map((v) => [v.partition, v.type])).toEqual([
       [1, 'ext4'],
       [2, 'fat16'],
+      [3, 'ntfs'],
     ]);
-    expect((await files!.readdir('/')).map((e) => e.name.toString())).toEqual(['part1', 'part2']);
+    expect((await files!.readdir('/')).map((e) => e.name.toString())).toEqual([
+      'part1',
+      'part2',
+      'part3',
+    ]);
     for (const [path, data] of sources)
       expect((await readAll(files!, path)).equals(data)).toBe(true);
   });
@@ -90,7 +119,7 @@ describe.skipIf(SKIP)('a partitioned disk image', () => {
       // The manifest's segments, then the chunks holding the group descriptors, inodes,
       // directory blocks and the file: a handful of the image's ~60 chunks.
       expect(snap.summary!.chunks_total).toBeGreaterThan(50);
-      expect(opening).toBeLessThanOrEqual(6);
+      expect(opening).toBeLessThanOrEqual(8);
       expect(gets.mock.calls.length).toBeLessThanOrEqual(4);
     } finally {
       gets.mockRestore();
@@ -103,7 +132,8 @@ describe.skipIf(SKIP)('a partitioned disk image', () => {
     expect(text[1]).toBe('partition table: gpt');
     expect(text[2]).toMatch(/^ {2}part1 .* ext4$/);
     expect(text[3]).toMatch(/^ {2}part2 .* fat16$/);
-    expect(text.slice(4, -1)).toEqual([
+    expect(text[4]).toMatch(/^ {2}part3 .* ntfs$/);
+    expect(text.slice(5, -1)).toEqual([
       '/part1',
       '/part1/big.bin',
       '/part1/etc',
@@ -114,6 +144,10 @@ describe.skipIf(SKIP)('a partitioned disk image', () => {
       '/part2/DATA.BIN',
       '/part2/Docs',
       '/part2/Docs/Read Me First.txt',
+      '/part3',
+      '/part3/Program Files',
+      '/part3/Program Files/app.ini',
+      '/part3/pagefile.bin',
     ]);
     const long = (await ok(['ls', '-l', 'latest', '/part1/small.txt'])).stdout;
     expect(long).toMatch(
@@ -127,6 +161,7 @@ describe.skipIf(SKIP)('a partitioned disk image', () => {
     expect(json[0].partitions.map((p: { filesystem: string }) => p.filesystem)).toEqual([
       'ext4',
       'fat16',
+      'ntfs',
     ]);
     expect(json.find((e) => e.path === '/part2/DATA.BIN')).toMatchObject({
       type: 'file',
