@@ -184,7 +184,7 @@ export async function indexRows(quick: boolean): Promise<ExtraRow[]> {
         seconds: r.buildSeconds,
         note:
           `${Math.round(entries / r.buildSeconds)} entries/s; peak RSS ${mib(r.buildPeakRssMiB)} ` +
-          `(heap ${mib(r.buildAnonMiB)}); view ${(r.viewBytes / 1e6).toFixed(0)} MB; load ${load}`,
+          `(anonymous ${mib(r.buildAnonMiB)}); view ${(r.viewBytes / 1e6).toFixed(0)} MB; load ${load}`,
         values: { entries, ...values },
       },
       {
@@ -192,7 +192,7 @@ export async function indexRows(quick: boolean): Promise<ExtraRow[]> {
         case: `lookups, ${size}`,
         note:
           `${Math.round(hitsPerSec)} hits/s, ${Math.round(missesPerSec)} misses/s; peak RSS ` +
-          `${mib(r.lookupPeakRssMiB)} (heap ${mib(r.lookupAnonMiB)}, mapped view and ` +
+          `${mib(r.lookupPeakRssMiB)} (anonymous ${mib(r.lookupAnonMiB)}, mapped view and ` +
           `binary ${mib(r.lookupFileMiB)})`,
         values: { entries, hitsPerSec, missesPerSec },
       },
