@@ -81,13 +81,8 @@ export class SnapshotFs {
     switch (node.type) {
       case 'entry':
         return entryAttr(node.entry);
-      case 'inner': {
-        const { stat } = node.node;
-        // A symlink's size is its target's length (readlink(1) sizes its buffer by it);
-        // not every reader records it, and a target is at most a block away.
-        if (stat.type !== 'symlink') return fsAttr(stat);
-        return { ...fsAttr(stat), size: (await node.files.readlink(node.node)).length };
-      }
+      case 'inner':
+        return fsAttr(node.node.stat);
       case 'image':
         // Only for whoever mounted: other users (allow_other) see what the permissions
         // recorded inside the image let them see, in `.files/`, not every byte of it.

@@ -162,7 +162,7 @@ export async function describeDir(root: string): Promise<Map<string, EntryInfo>>
         mode: Number(st.mode & 0o7777n),
         uid: Number(st.uid),
         gid: Number(st.gid),
-        size: type === 'file' ? Number(st.size) : 0,
+        size: type === 'file' || type === 'symlink' ? Number(st.size) : 0,
         mtimeNs: st.mtimeNs,
       };
       if (type === 'file') info.hash = sha256(await readFile(p));

@@ -159,7 +159,7 @@ class ExtNode implements FsNode {
       mode: ino.mode & 0o7777,
       uid: ino.uid,
       gid: ino.gid,
-      size: type === 'file' ? ino.size : 0,
+      size: type === 'file' || type === 'symlink' ? ino.size : 0,
       mtimeNs: ino.mtimeNs,
       ctimeNs: ino.ctimeNs,
       inode: ino.number,

@@ -116,7 +116,8 @@ async function describe(v: NtfsVolume, file: MftFile): Promise<NtfsNode | undefi
     mode: modeOf(type, attrs),
     uid: 0,
     gid: 0,
-    size: type === 'file' ? (data?.size ?? 0) : 0,
+    size:
+      type === 'file' ? (data?.size ?? 0) : type === 'symlink' ? (special?.target?.length ?? 0) : 0,
     mtimeNs: ntfsTimeNs(si, 0x08),
     ctimeNs: ntfsTimeNs(si, 0x10),
     inode: file.number,
