@@ -1,22 +1,17 @@
-import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import {
-  accessSync,
-  constants,
-  lstatSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-} from 'node:fs';
-import { createServer } from 'node:net';
+import { lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import type { ExtraRow } from './extras.js';
 import { dropCaches, loadAverage, run, timed } from './measure.js';
 import { type Command, installPeers, PASSWORD } from './peers.js';
+import {
+  type Radosgw,
+  RGW_ACCESS_KEY,
+  RGW_SECRET_KEY,
+  radosgwUnavailable,
+  startRadosgw,
+} from './radosgw.js';
 import { treeSpec, writeTree } from './tree.js';
 
 /*
@@ -50,58 +45,24 @@ export interface S3Result {
 
 const LAUNCHER = fileURLToPath(new URL('../../scripts/rgw-s3.sh', import.meta.url));
 const CAIRN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-const PROGRAMS = ['ceph-mon', 'ceph-osd', 'radosgw', 'radosgw-admin', 'monmaptool', 'ceph'];
-const ACCESS_KEY = 'testaccess';
-const SECRET_KEY = 'testsecret';
 const MiB = 2 ** 20;
-
-/** Why radosgw cannot run here, or undefined. */
-export function s3Unavailable(): string | undefined {
-  const path = (process.env.PATH ?? '').split(delimiter);
-  const missing = PROGRAMS.filter((p) => !path.some((dir) => executable(join(dir, p))));
-  if (missing.length > 0) return `no ${missing.join(', ')} (scripts/install.sh installs them)`;
-  if (process.getuid?.() !== 0) return 'the Ceph daemons of scripts/rgw-s3.sh need root';
-  return undefined;
-}
 
 /** A radosgw private to this run; `requests` reads its access log. */
 class Rgw {
   private sentinels = 0;
 
-  private constructor(
-    readonly base: string,
-    readonly endpoint: string,
-    private readonly env: NodeJS.ProcessEnv,
-  ) {}
+  private constructor(private readonly gateway: Radosgw) {}
 
   static async start(): Promise<Rgw> {
-    const base = join(tmpdir(), `cairn-bench-rgw-${randomBytes(6).toString('hex')}`);
-    const [s3Port, monPort] = await freePorts(2);
-    const env = {
-      ...process.env,
-      RGW_BASE: base,
-      RGW_PORT: String(s3Port),
-      RGW_MON_PORT: String(monPort),
-      RGW_ACCESS_KEY: ACCESS_KEY,
-      RGW_SECRET_KEY: SECRET_KEY,
-    };
-    const rgw = new Rgw(base, `http://127.0.0.1:${s3Port}`, env);
-    try {
-      await rgw.launcher('start');
-    } catch (err) {
-      await rgw.stop().catch(() => {});
-      const stderr = (err as { stderr?: string }).stderr ?? '';
-      throw new Error(`scripts/rgw-s3.sh start failed: ${stderr.split('\n').at(-2)}`);
-    }
-    return rgw;
+    return new Rgw(await startRadosgw(LAUNCHER, 'cairn-bench-rgw'));
   }
 
-  private async launcher(cmd: string): Promise<void> {
-    await promisify(execFile)(LAUNCHER, [cmd], { env: this.env, timeout: 120_000 });
+  get endpoint(): string {
+    return this.gateway.endpoint;
   }
 
   stop(): Promise<void> {
-    return this.launcher('stop');
+    return this.gateway.stop();
   }
 
   /**
@@ -111,7 +72,7 @@ class Rgw {
   async requests(): Promise<Map<string, Record<string, number>>> {
     const sentinel = `sentinel-${++this.sentinels}`;
     await fetch(`${this.endpoint}/${sentinel}`).then((r) => r.arrayBuffer());
-    const log = join(this.base, 'log', 'client.rgw.log');
+    const log = join(this.gateway.base, 'log', 'client.rgw.log');
     const deadline = Date.now() + 30_000;
     let text = readFileSync(log, 'utf8');
     while (!text.includes(`"GET /${sentinel} `)) {
@@ -140,8 +101,8 @@ interface S3Tool {
 function tools(rgw: Rgw, work: string): S3Tool[] {
   const env = {
     ...process.env,
-    AWS_ACCESS_KEY_ID: ACCESS_KEY,
-    AWS_SECRET_ACCESS_KEY: SECRET_KEY,
+    AWS_ACCESS_KEY_ID: RGW_ACCESS_KEY,
+    AWS_SECRET_ACCESS_KEY: RGW_SECRET_KEY,
     CAIRN_PASSWORD: PASSWORD,
     RESTIC_PASSWORD: PASSWORD,
   };
@@ -255,36 +216,9 @@ function sameSizes(target: string, files: number, bytes: number): boolean {
   return n === files && total === bytes;
 }
 
-function executable(path: string): boolean {
-  try {
-    accessSync(path, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Ports the kernel just handed out (free again once closed). */
-async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: n },
-      () =>
-        new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
-          const s = createServer();
-          s.on('error', reject);
-          s.listen(0, '127.0.0.1', () => resolve(s));
-        }),
-    ),
-  );
-  const ports = servers.map((s) => (s.address() as { port: number }).port);
-  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
-  return ports;
-}
-
 /** The bench's rows: 242 MB in 12 000 files (--quick: 7 MB in 400), cold page cache. */
 export async function s3Rows(quick: boolean): Promise<ExtraRow[]> {
-  const why = s3Unavailable();
+  const why = radosgwUnavailable();
   if (why) return [{ section: 's3', case: 'skipped', note: why }];
   const r = await benchS3(quick ? 0.005 : 0.15, !quick);
   const data = `${(r.bytes / 1e6).toFixed(0)} MB, ${r.files} files`;
