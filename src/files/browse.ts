@@ -23,7 +23,12 @@ const ZERO_SLICE = 1 << 20;
 let zeros: Buffer | undefined;
 
 export async function loadTree(store: BlobStore, id: Buffer): Promise<Tree> {
-  return decodeTree(await store.get(id), `tree ${shortHex(id)}`);
+  return decodeTreeBlob(id, await store.get(id));
+}
+
+/** The tree stored as blob `id`, however its bytes were fetched. */
+export function decodeTreeBlob(id: Buffer, bytes: Buffer): Tree {
+  return decodeTree(bytes, `tree ${shortHex(id)}`);
 }
 
 export function rootTreeId(snap: StoredSnapshot): Buffer {

@@ -2,13 +2,12 @@ import { constants } from 'node:fs';
 import { type FileHandle, link, mkdir, open, stat, symlink } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { IdHasher } from '../crypto/index.js';
-import { CairnError, shortHex } from '../errors.js';
-import type { BlobStore } from '../repo/blob-store.js';
+import { CairnError } from '../errors.js';
 import { ChunkFetcher } from '../repo/chunk-fetcher.js';
 import type { Repository } from '../repo/repository.js';
 import type { StoredSnapshot } from '../repo/snapshot.js';
 import { Semaphore } from '../util/semaphore.js';
-import { HardlinkTracker, rootTreeId, verifyFile } from './browse.js';
+import { decodeTreeBlob, HardlinkTracker, rootTreeId, verifyFile } from './browse.js';
 import {
   applyFileMetadata,
   applyPathMetadata,
@@ -20,7 +19,7 @@ import {
   replacing,
 } from './metadata.js';
 import { childPath, PathSelector, relativeText, rootPath, type SelectOptions } from './paths.js';
-import { decodeTree, type Tree, type TreeEntry } from './tree.js';
+import type { Tree, TreeEntry } from './tree.js';
 
 export interface RestoreOptions extends SelectOptions {
   /** Read every restored file back and check each chunk against its ID. */
@@ -58,9 +57,10 @@ export interface RestoreSummary {
 /**
  * Measured trade-offs: chunks are ~512 KiB, so 16 in flight, requested in groups of 8 (one
  * group fetched while the other is written), keep the disk and the decoder busy with at most
- * 32 MiB of chunk memory; 16 entries at once hide per-file syscall latency. Small files are restored in batches whose chunks are requested together, so the
- * fetcher reads a pack's neighbouring blobs at once; two batches in flight (≤ 16 MiB of
- * chunks) overlap fetching one with writing the other.
+ * 32 MiB of chunk memory; 16 entries at once hide per-file syscall latency. Small files are
+ * restored in batches whose chunks are requested together, so the fetcher reads a pack's
+ * neighbouring blobs at once; two batches in flight (≤ 16 MiB of chunks) overlap fetching
+ * one with writing the other.
  */
 const CHUNKS_IN_FLIGHT = 16;
 const CHUNK_GROUP = 8;
@@ -114,7 +114,7 @@ export async function* restore(
 ): AsyncGenerator<RestoreEvent, RestoreSummary> {
   const store = await repo.blobs();
   const fetcher = new ChunkFetcher(repo.backend, store);
-  const r = new Restorer(store, fetcher, repo.hashId, resolve(target), snap, opts);
+  const r = new Restorer(fetcher, repo.hashId, resolve(target), snap, opts);
   let finished = false;
   const done = r.run(rootTreeId(snap)).finally(() => {
     finished = true;
@@ -159,7 +159,6 @@ class Restorer {
   private wake: (() => void) | undefined;
 
   constructor(
-    readonly _store: BlobStore,
     private readonly fetcher: ChunkFetcher,
     private readonly hashId: IdHasher,
     private readonly target: string,
@@ -234,7 +233,7 @@ class Restorer {
     const key = id.toString('hex');
     const data = this.treesAhead.get(key) ?? this.fetcher.get(id);
     this.treesAhead.delete(key);
-    const tree = decodeTree(await data, `tree ${shortHex(id)}`);
+    const tree = decodeTreeBlob(id, await data);
     if (this.filtered) return tree;
     for (const e of tree.entries) {
       const sub = e.type === 'dir' ? e.subtree?.toString('hex') : undefined;
