@@ -95,14 +95,10 @@ export class ContentSaver {
       return;
     }
     await this.chunks.acquire();
-    this.buffers.retain(chunk);
-    const part = this.opts.sink
-      .put('data', chunk)
+    const part = this.buffers
+      .holding(chunk, () => this.opts.sink.put('data', chunk))
       .then((r) => ({ id: r.id, length }))
-      .finally(() => {
-        this.buffers.release(chunk);
-        this.chunks.release();
-      });
+      .finally(() => this.chunks.release());
     // Awaited with the others once the file is read; until then a failure must not count
     // as unhandled.
     part.catch(() => undefined);

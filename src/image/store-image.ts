@@ -165,13 +165,8 @@ class StoreRun {
   }
 
   private async put(chunk: Uint8Array): Promise<PutEntry> {
-    this.buffers.retain(chunk);
-    try {
-      const r = await this.store.put('data', chunk);
-      return { id: r.id, length: chunk.length, added: r.added, storedSize: r.storedSize };
-    } finally {
-      this.buffers.release(chunk);
-    }
+    const r = await this.buffers.holding(chunk, () => this.store.put('data', chunk));
+    return { id: r.id, length: chunk.length, added: r.added, storedSize: r.storedSize };
   }
 
   private async consume(e: PutEntry): Promise<void> {

@@ -34,6 +34,16 @@ export class SharedBufferPool {
     if (n !== undefined) this.users.set(view.buffer, n + 1);
   }
 
+  /** Keeps the buffer `view` lies in until `work` settles (retained before this returns). */
+  async holding<T>(view: Uint8Array, work: () => Promise<T>): Promise<T> {
+    this.retain(view);
+    try {
+      return await work();
+    } finally {
+      this.release(view);
+    }
+  }
+
   /** Drops a reference; with the last, the buffer goes back to the pool. */
   release(view: Uint8Array): void {
     const n = this.users.get(view.buffer);
