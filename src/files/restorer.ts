@@ -62,8 +62,8 @@ export interface RestoreSummary {
  * neighbouring blobs at once; two batches in flight (≤ 16 MiB of chunks) overlap fetching
  * one with writing the other.
  */
-const CHUNKS_IN_FLIGHT = 16;
 const CHUNK_GROUP = 8;
+const CHUNK_GROUPS_IN_FLIGHT = 2;
 const DEFAULT_CONCURRENCY = 16;
 const SMALL_FILE = 1 << 20;
 const BATCH_BYTES = 8 << 20;
@@ -141,7 +141,7 @@ class Restorer {
   private readonly filtered: boolean;
   private readonly hardlinks = new HardlinkTracker();
   private readonly entrySlots: Semaphore;
-  private readonly chunkSlots = new Semaphore(CHUNKS_IN_FLIGHT);
+  private readonly groupSlots = new Semaphore(CHUNK_GROUPS_IN_FLIGHT);
   private readonly batchSlots = new Semaphore(BATCHES_IN_FLIGHT);
   private batch: Job[] = [];
   private batchBytes = 0;
@@ -355,22 +355,22 @@ class Restorer {
     const parts = job.entry.content ?? [];
     const writes: Promise<void>[] = [];
     let failure: { err: unknown } | undefined;
-    const write = (data: Promise<Buffer>, length: number, at: number, release?: () => void) => {
-      const w = this.writeChunk(fh, data, length, at)
-        .catch((err: unknown) => {
-          failure ??= { err };
-        })
-        .finally(release);
+    const write = (data: Promise<Buffer>, length: number, at: number) => {
+      const w = this.writeChunk(fh, data, length, at).catch((err: unknown) => {
+        failure ??= { err };
+      });
       writes.push(w);
+      return w;
     };
     // Chunks not prefetched are requested a group at a time, in one event-loop turn, so the
-    // fetcher reads a pack's neighbours together. A group is sent before waiting for a slot:
-    // files waiting with slots held and nothing requested could otherwise stall each other.
+    // fetcher reads a pack's neighbours together. A group holds its slot from its first
+    // chunk until all of it is written, and fills without waiting, so no file holds a slot
+    // while it waits for another.
     let group: { id: Buffer; length: number; at: number }[] = [];
     const send = () => {
-      for (const c of group) {
-        write(this.fetcher.get(c.id, c.length), c.length, c.at, () => this.chunkSlots.release());
-      }
+      if (group.length === 0) return;
+      const sent = group.map((c) => write(this.fetcher.get(c.id, c.length), c.length, c.at));
+      void Promise.all(sent).then(() => this.groupSlots.release());
       group = [];
     };
     let offset = 0;
@@ -388,11 +388,9 @@ class Restorer {
         write(prefetched, part.length, at);
         continue;
       }
-      if (group.length >= CHUNK_GROUP || !this.chunkSlots.tryAcquire()) {
-        send();
-        await this.chunkSlots.acquire();
-      }
+      if (group.length === 0) await this.groupSlots.acquire();
       group.push({ id: part.id, length: part.length, at });
+      if (group.length === CHUNK_GROUP) send();
       if (failure) break;
     }
     send();

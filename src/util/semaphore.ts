@@ -12,13 +12,6 @@ export class Semaphore {
     await new Promise<void>((resolve) => this.queue.push(resolve));
   }
 
-  /** Takes a slot if one is free now; never waits. */
-  tryAcquire(): boolean {
-    if (this.free === 0) return false;
-    this.free--;
-    return true;
-  }
-
   release(): void {
     const next = this.queue.shift();
     if (next) next();
