@@ -126,7 +126,7 @@ export async function* readFileContent(store: BlobStore, entry: TreeEntry): Asyn
         pending.push(part.length);
         continue;
       }
-      const p = store.get(part.id);
+      const p = store.get(part.id, part.length);
       // Reads ahead that are never awaited (the consumer stopped) must not go unhandled.
       p.catch(() => undefined);
       pending.push(p);

@@ -78,7 +78,7 @@ export class ImageReader {
     const key = hex(entry.id!);
     let p = this.chunks.get(key);
     if (!p) {
-      p = this.store.get(entry.id!);
+      p = this.store.get(entry.id!, entry.length);
       const mine = p;
       p.catch(() => {
         if (this.chunks.peek(key) === mine) this.chunks.delete(key);
@@ -100,7 +100,7 @@ async function* fetchAhead(
   );
   const fetch = async (entry: PlacedEntry) => ({
     entry,
-    data: entry.id ? await store.get(entry.id) : null,
+    data: entry.id ? await store.get(entry.id, entry.length) : null,
   });
   try {
     for await (const entry of index.entries()) {

@@ -112,14 +112,19 @@ export class BlobStore {
     }
   }
 
-  async get(id: Uint8Array): Promise<Buffer> {
+  /**
+   * The blob `id`, verified. `length`: what the tree or image manifest referring to a chunk
+   * records for it, checked too (see checkChunkLength).
+   */
+  async get(id: Uint8Array, length?: number): Promise<Buffer> {
     const loc = await this.locate(id);
     if (!loc) throw new CairnError(`blob ${shortHex(id)} is not in the index`, 'Damaged');
     const sealed = await this.backend.read(packName(loc.pack), {
       offset: loc.offset,
       length: loc.length,
     });
-    return this.open(sealed, loc);
+    const data = await this.open(sealed, loc);
+    return length === undefined ? data : checkChunkLength(data, id, length);
   }
 
   /** Opens, decompresses and verifies a blob's stored bytes read from `loc`. */
@@ -256,4 +261,17 @@ export class BlobStore {
   private throwIfFailed(): void {
     if (this.failure) throw this.failure;
   }
+}
+
+/**
+ * A chunk's ID proves its bytes, not the length a tree or manifest records for it; readers
+ * place bytes by those lengths, so a mismatch would silently shift or truncate what they
+ * return (a hostile or damaged reference): refuse it.
+ */
+export function checkChunkLength(data: Buffer, id: Uint8Array, length: number): Buffer {
+  if (data.length === length) return data;
+  throw new CairnError(
+    `reference to chunk ${shortHex(id)} is damaged: the chunk has ${data.length} bytes, not ${length}`,
+    'Damaged',
+  );
 }

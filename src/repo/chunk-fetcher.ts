@@ -2,7 +2,7 @@ import { CairnError, shortHex } from '../errors.js';
 import { Semaphore } from '../util/semaphore.js';
 import type { Backend } from './backend/backend.js';
 import type { BlobLocation } from './blob.js';
-import type { BlobStore } from './blob-store.js';
+import { type BlobStore, checkChunkLength } from './blob-store.js';
 import { packName } from './pack.js';
 
 /**
@@ -53,7 +53,7 @@ export class ChunkFetcher {
     private readonly store: BlobStore,
   ) {}
 
-  /** The blob `id`: a chunk the tree says is `length` bytes long, or a tree. */
+  /** The blob `id`: a chunk its tree or manifest says is `length` bytes long, or a tree. */
   get(id: Buffer, length?: number): Promise<Buffer> {
     return new Promise((resolve, reject) => {
       if (this.queue.length === 0) setImmediate(() => void this.flush());
@@ -163,9 +163,6 @@ class RecentRanges {
   }
 }
 
-/** A chunk must be as long as the tree that refers to it says. */
 function checkLength(data: Buffer, req: Request): Buffer {
-  if (req.length === undefined || data.length === req.length) return data;
-  const what = `chunk ${shortHex(req.id)} has ${data.length} bytes, the tree says ${req.length}`;
-  throw new CairnError(what, 'Damaged');
+  return req.length === undefined ? data : checkChunkLength(data, req.id, req.length);
 }
