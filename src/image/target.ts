@@ -1,5 +1,5 @@
 import type { FileHandle } from 'node:fs/promises';
-import { open, stat } from 'node:fs/promises';
+import { open, stat, unlink } from 'node:fs/promises';
 import { CairnError } from '../errors.js';
 import { deviceSize, readFully } from './sources.js';
 
@@ -44,7 +44,20 @@ export async function openTarget(
     throw new CairnError(`restore target ${path} is neither a regular file nor a block device`);
   }
   if (keep && st) return { fh: await open(path, 'r+'), kind: 'file', fresh: false };
-  return { fh: await open(path, 'w+'), kind: 'file', fresh: true };
+  const fh = await open(path, 'w+');
+  try {
+    // Sized once before anything is written, so a filesystem that cannot hold the image (a
+    // FAT32 stick, ext4 past 16 TiB, a hostile manifest's absurd size) fails now, not at the
+    // end; then emptied again, so a restore that fails later does not leave a full-size file.
+    await fh.truncate(size);
+    await fh.truncate(0);
+  } catch (err) {
+    await fh.close();
+    if (!st) await unlink(path).catch(() => undefined);
+    if ((err as NodeJS.ErrnoException).code !== 'EFBIG') throw err;
+    throw new CairnError(`restore target ${path} cannot hold ${size} bytes: file too large`);
+  }
+  return { fh, kind: 'file', fresh: true };
 }
 
 /** The target's bytes at [offset, offset + length): shorter past its end. */
