@@ -28,6 +28,8 @@ export interface RunOptions {
   env?: Record<string, string | undefined>;
   input?: Buffer | string;
   cwd?: string;
+  /** Kill the process (SIGKILL) after this long: a hang then fails its test, code -1. */
+  timeoutMs?: number;
 }
 
 /** Runs `cairn args…` as a user would, with a clean environment plus `env`. */
@@ -39,12 +41,17 @@ export function cairn(args: string[], opts: RunOptions = {}): Promise<RunResult>
     };
     for (const [k, v] of Object.entries(opts.env ?? {})) if (v !== undefined) env[k] = v;
     const child = spawn(process.execPath, [CAIRN, ...args], { env, cwd: opts.cwd });
+    const timer =
+      opts.timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (b: Buffer) => out.push(b));
     child.stderr.on('data', (b: Buffer) => err.push(b));
     child.on('error', reject);
     child.on('close', (code) => {
+      clearTimeout(timer);
       const stdoutBytes = Buffer.concat(out);
       resolve({
         code: code ?? -1,

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { encodeTree, type TreeEntry } from '../../src/files/tree.js';
 import { hex } from '../../src/repo/blob.js';
+import { encodeSegment, segmentName } from '../../src/repo/index-segment.js';
 import type { Repository } from '../../src/repo/repository.js';
 import { cairn } from '../cli/run.js';
 import { makeRepo, type TestRepo, tempDir } from '../helpers.js';
@@ -65,10 +66,24 @@ function treeWithName(name: Buffer): Buffer {
   return raw;
 }
 
+/**
+ * Blob IDs are checked on every read, so the only way to close a cycle of trees is an index
+ * entry that files another blob's bytes under `alias`: written here as an extra segment.
+ */
+async function forgeIndexEntry(repo: Repository, alias: Buffer, real: Buffer): Promise<void> {
+  const loc = await (await repo.blobs()).locate(real);
+  const seg = encodeSegment({ supersedes: [], entries: [{ ...loc!, id: alias }] }, repo.sealer);
+  await repo.backend.write(segmentName(seg.id), seg.bytes);
+}
+
+/** A CLI run against the test repository; killed (code -1) if it hangs. */
+function cairnOn(args: string[]) {
+  const env = { CAIRN_REPO: t!.repoDir, CAIRN_CACHE_DIR: t!.cacheDir };
+  return cairn(args, { env, timeoutMs: 10_000 });
+}
+
 async function restoreCli(snapId: string, target: string) {
-  return cairn(['restore', snapId, '--target', target], {
-    env: { CAIRN_REPO: t!.repoDir, CAIRN_CACHE_DIR: t!.cacheDir },
-  });
+  return cairnOn(['restore', snapId, '--target', target]);
 }
 
 describe('hostile repositories', () => {
@@ -104,6 +119,28 @@ describe('hostile repositories', () => {
     const r = await restoreCli(snap, join(d.path, 't'));
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/damaged/);
+    await d.cleanup();
+  });
+
+  it('refuses a chunk whose length differs from what the tree records for it', async () => {
+    t = await makeRepo({ encryption: false });
+    const store = await t.repo.blobs();
+    const { id } = await store.put('data', Buffer.alloc(4096, 7));
+    // Consistent as a tree (one part of 8192 bytes, size 8192), but the chunk holds 4096.
+    const raw = encodeTree({
+      entries: [entry('f', 'file', { size: 8192, content: [{ id, length: 8192 }] })],
+    });
+    const snap = await snapshotOf(t.repo, raw);
+    const d = await tempDir();
+    const why = /reference to chunk [0-9a-f]{8} is damaged: the chunk has 4096 bytes, not 8192$/m;
+    const restored = await restoreCli(snap, join(d.path, 't'));
+    expect(restored.code).toBe(1);
+    expect(restored.stderr).toMatch(/^cairn: \/f: /m);
+    expect(restored.stderr).toMatch(why);
+    const cat = await cairnOn(['cat', snap, '/f']);
+    expect(cat.code).toBe(1);
+    expect(cat.stderr).toMatch(why);
+    expect(cat.stderr.trimEnd().split('\n')).toHaveLength(1);
     await d.cleanup();
   });
 
@@ -159,4 +196,39 @@ describe('hostile repositories', () => {
     expect(r.stderr).toMatch(/^cairn: .*not in the index/m);
     await d.cleanup();
   });
+});
+
+describe('hostile repositories: cycles of trees', () => {
+  for (const back of ['itself', 'its parent'] as const) {
+    it(`refuses a subtree that an index entry maps back to ${back}`, async () => {
+      t = await makeRepo({ encryption: false });
+      const alias = Buffer.alloc(32, 0xab);
+      const loop = encodeTree({ entries: [entry('loop', 'dir', { subtree: alias })] });
+      let root = loop;
+      if (back === 'its parent') {
+        const store = await t.repo.blobs();
+        const child = await store.put('tree', loop);
+        root = encodeTree({ entries: [entry('a', 'dir', { subtree: child.id })] });
+      }
+      const snap = await snapshotOf(t.repo, root);
+      await forgeIndexEntry(t.repo, alias, t.repo.hashId(root));
+      const d = await tempDir();
+      const damaged = /^cairn: .*damaged: content does not match its ID$/m;
+
+      const restored = await restoreCli(snap, join(d.path, 't'));
+      expect(restored.code).toBe(1);
+      expect(restored.stderr).toMatch(damaged);
+      expect(await readdir(d.path)).toEqual(['t']);
+
+      const listed = await cairnOn(['ls', snap, '-l']);
+      expect(listed.code).toBe(1);
+      expect(listed.stderr).toMatch(damaged);
+      expect(listed.stderr.trim().split('\n')).toHaveLength(1);
+
+      const checked = await cairnOn(['check']);
+      expect(checked.code).toBe(1);
+      expect(checked.stdout).toMatch(/blob abababab is in the index but not in the pack/);
+      await d.cleanup();
+    });
+  }
 });
