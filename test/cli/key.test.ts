@@ -1,4 +1,5 @@
-import { readdir, stat, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type TempDir, tempDir } from '../helpers.js';
@@ -91,5 +92,61 @@ describe('cairn key', () => {
       }
     };
     await walk(join(d.path, 'repo'));
+  });
+
+  it('never shows a password in any output, the repository or the cache, however given', async () => {
+    const secrets = ['first-secret', 'second-secret', 'third-secret'];
+    const first = await passwordFile('pw1', 'first-secret');
+    const second = await passwordFile('pw2', 'second-secret');
+    const third = await passwordFile('pw3', 'third-secret');
+    const wrong = await passwordFile('pw-wrong', 'wrong-first-secret');
+    // The password from a file (env or flag), never from argv or CAIRN_PASSWORD here.
+    const { CAIRN_PASSWORD: _, ...base } = env;
+    const withFile = { ...base, CAIRN_PASSWORD_FILE: first };
+    const disk = join(d.path, 'disk.img');
+    await writeFile(disk, Buffer.concat([randomBytes(200_000), Buffer.alloc(300_000)]));
+    const image = await cairn(['image', disk, '--json'], { env: withFile });
+    expect(image.code, image.stderr).toBe(0);
+    const snap = (JSON.parse(image.stdout.trim().split('\n').at(-1)!) as { snapshot_id: string })
+      .snapshot_id;
+    const run = (args: string[], e = withFile) => cairn(args, { env: e });
+    const runs = [
+      image,
+      await cairn(['image', '-', '--name', 'piped'], { env: withFile, input: randomBytes(50_000) }),
+      await run(['ls', snap, '--json']),
+      await run(['cat', snap]),
+      await run(['restore', snap, '--target', join(d.path, 'restored.img'), '--verify', '--json']),
+      await run(['diff', snap, 'latest', '--json']),
+      await run(['key', 'add', ...FAST, '--new-password-file', second]),
+      await run([
+        '--password-file',
+        second,
+        'key',
+        'passwd',
+        ...FAST,
+        '--new-password-file',
+        third,
+      ]),
+      await run(['key', 'list', '--json'], { ...base, CAIRN_PASSWORD_FILE: third }),
+      await run(['check', '--read-data'], { ...base, CAIRN_PASSWORD_FILE: third }),
+      await run(['stats'], { ...base, CAIRN_PASSWORD_FILE: wrong }),
+    ];
+    expect(runs.map((r) => r.code)).toEqual([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12]);
+    for (const r of runs) {
+      for (const secret of secrets) expect(r.stdout + r.stderr).not.toContain(secret);
+    }
+    const grep = async (dir: string): Promise<void> => {
+      for (const e of await readdir(dir, { withFileTypes: true })) {
+        const p = join(dir, e.name);
+        if (e.isDirectory()) await grep(p);
+        else if (e.isFile()) {
+          const bytes = await readFile(p);
+          for (const secret of secrets) expect(bytes.includes(Buffer.from(secret)), p).toBe(false);
+        }
+      }
+    };
+    expect(await readdir(env.CAIRN_CACHE_DIR!)).not.toEqual([]);
+    await grep(env.CAIRN_REPO!);
+    await grep(env.CAIRN_CACHE_DIR!);
   });
 });
