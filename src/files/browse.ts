@@ -1,4 +1,4 @@
-import type { FileHandle } from 'node:fs/promises';
+import { fstatSync, readSync } from 'node:fs';
 import { isAllZero } from '../chunker/index.js';
 import type { IdHasher } from '../crypto/index.js';
 import { CairnError, shortHex } from '../errors.js';
@@ -150,15 +150,11 @@ export async function* readFileContent(store: BlobStore, entry: TreeEntry): Asyn
 }
 
 /**
- * Reads a copy of a file back through `fh` (opened for reading) and checks every chunk against
+ * Reads a copy of a file back through `fd` (opened for reading) and checks every chunk against
  * its ID and every hole for zeros (restore --verify). Throws a Damaged error naming the first difference.
  */
-export async function verifyFile(
-  hashId: IdHasher,
-  fh: FileHandle,
-  entry: TreeEntry,
-): Promise<void> {
-  const { size } = await fh.stat();
+export function verifyFile(hashId: IdHasher, fd: number, entry: TreeEntry): void {
+  const { size } = fstatSync(fd);
   if (size !== entry.size) {
     throw new CairnError(`verify: restored size ${size} differs from ${entry.size}`, 'Damaged');
   }
@@ -168,7 +164,7 @@ export async function verifyFile(
       // A hole is checked a MiB at a time; a chunk is read whole to hash it.
       const n = part.id ? part.length : Math.min(part.length - done, 1 << 20);
       const buf = Buffer.allocUnsafe(n);
-      const { bytesRead } = await fh.read(buf, 0, n, offset + done);
+      const bytesRead = readSync(fd, buf, 0, n, offset + done);
       const ok = part.id
         ? bytesRead === n && hashId(buf).equals(part.id)
         : isAllZero(buf.subarray(0, bytesRead)) && bytesRead === n;

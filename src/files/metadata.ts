@@ -1,17 +1,7 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { constants, readFileSync } from 'node:fs';
-import {
-  chmod,
-  chown,
-  type FileHandle,
-  lstat,
-  mkdir,
-  open,
-  rename,
-  unlink,
-  utimes,
-} from 'node:fs/promises';
+import { constants, fchmodSync, fchownSync, futimesSync, readFileSync } from 'node:fs';
+import { chmod, chown, lstat, mkdir, open, rename, unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { setAttribute } from 'fs-xattr';
@@ -89,24 +79,25 @@ export function utimesArg(ns: bigint): string {
 }
 
 /**
- * Metadata of a regular file just created (with `creationMode`) through its open handle:
+ * Metadata of a regular file just created (with `creationMode`) through its open descriptor:
  * owner and mode only where creation did not already give them (`groupInherited`: its
- * directory is setgid, so the group is not ours), xattrs, then times.
+ * directory is setgid, so the group is not ours), xattrs, then times. The system calls are
+ * synchronous: see restoreFile in restorer.ts for why.
  */
 export async function applyFileMetadata(
-  fh: FileHandle,
+  fd: number,
   entry: TreeEntry,
   opts: MetadataOptions,
   groupInherited: boolean,
 ): Promise<void> {
   const ours = entry.uid === opts.uid && entry.gid === opts.gid && !groupInherited;
   // chown before chmod: chown clears the setuid and setgid bits.
-  if (opts.privileged && !ours) await fh.chown(entry.uid, entry.gid);
+  if (opts.privileged && !ours) fchownSync(fd, entry.uid, entry.gid);
   const special = entry.mode & 0o7000;
-  if (special || opts.umask === undefined || entry.mode & opts.umask) await fh.chmod(entry.mode);
-  await setXattrs(`/proc/self/fd/${fh.fd}`, entry.xattrs, opts);
+  if (special || opts.umask === undefined || entry.mode & opts.umask) fchmodSync(fd, entry.mode);
+  if (entry.xattrs.length > 0) await setXattrs(`/proc/self/fd/${fd}`, entry.xattrs, opts);
   const t = utimesArg(entry.mtimeNs);
-  await fh.utimes(t, t);
+  futimesSync(fd, t, t);
 }
 
 /** Metadata of a directory, symlink, FIFO or device node (atime is set to mtime). */
@@ -185,7 +176,7 @@ function devNumbers(entry: TreeEntry): [string, string] {
  * Runs a create-like operation; if something is in the way, removes it (unless it is a
  * directory) and tries once more. A symlink in the way is removed, never followed.
  */
-export async function replacing<T>(dest: Buffer, create: () => Promise<T>): Promise<T> {
+export async function replacing<T>(dest: Buffer, create: () => T | Promise<T>): Promise<T> {
   try {
     return await create();
   } catch (err) {

@@ -1,6 +1,7 @@
-import { constants } from 'node:fs';
-import { type FileHandle, link, mkdir, open, stat, symlink } from 'node:fs/promises';
+import { closeSync, constants, ftruncateSync, open, write, writeSync } from 'node:fs';
+import { link, mkdir, stat, symlink } from 'node:fs/promises';
 import { resolve } from 'node:path';
+import { promisify } from 'node:util';
 import type { IdHasher } from '../crypto/index.js';
 import { CairnError } from '../errors.js';
 import { ChunkFetcher } from '../repo/chunk-fetcher.js';
@@ -63,6 +64,8 @@ export interface RestoreSummary {
  * one with writing the other.
  */
 const CHUNK_GROUP = 8;
+/** Chunks below this are written synchronously (see restoreFile). */
+const SYNC_WRITE = 64 << 10;
 const CHUNK_GROUPS_IN_FLIGHT = 2;
 const DEFAULT_CONCURRENCY = 16;
 const SMALL_FILE = 1 << 20;
@@ -330,19 +333,29 @@ class Restorer {
     return { done: task };
   }
 
+  /**
+   * A file is restored through a plain descriptor, not a FileHandle, and its cheap system
+   * calls (small writes, owner, mode, times, close) are synchronous: through libuv's thread
+   * pool each costs a round trip and garbage on the main thread, which bounds a small-file
+   * restore. What may wait for the disk stays asynchronous: open (after a cold start, creating
+   * a file reads the target's inode tables) and large writes. Measured here (2 cores, loaded):
+   * 20 000 files of 8 KiB created, written, timed and closed took 4.0 s through FileHandle
+   * with 16 at once, 2.2 s with callbacks, 0.9 s synchronously; restoring the bench tree
+   * (80 000 files, 1.9 GB) took 45–60 s before and 33 s after, in alternating runs.
+   */
   private async restoreFile(job: Job): Promise<void> {
     const { dest, entry } = job;
     const flags = (this.opts.verify ? constants.O_RDWR : constants.O_WRONLY) | CREATE_FLAGS;
-    const fh = await replacing(dest, () => open(dest, flags, creationMode(entry)));
+    const fd = await replacing(dest, () => openAsync(dest, flags, creationMode(entry)));
     try {
-      await this.writeContent(fh, job);
+      await this.writeContent(fd, job);
       if (this.opts.verify) {
-        await verifyFile(this.hashId, fh, entry);
+        verifyFile(this.hashId, fd, entry);
         this.counts.verified++;
       }
-      await applyFileMetadata(fh, entry, this.meta, job.dir.setgid === true);
+      await applyFileMetadata(fd, entry, this.meta, job.dir.setgid === true);
     } finally {
-      await fh.close();
+      closeSync(fd);
     }
   }
 
@@ -351,12 +364,12 @@ class Restorer {
    * bounded across files); holes are skipped and the size set by ftruncate, so they stay
    * sparse.
    */
-  private async writeContent(fh: FileHandle, job: Job): Promise<void> {
+  private async writeContent(fd: number, job: Job): Promise<void> {
     const parts = job.entry.content ?? [];
     const writes: Promise<void>[] = [];
     let failure: { err: unknown } | undefined;
     const write = (data: Promise<Buffer>, length: number, at: number) => {
-      const w = this.writeChunk(fh, data, length, at).catch((err: unknown) => {
+      const w = this.writeChunk(fd, data, length, at).catch((err: unknown) => {
         failure ??= { err };
       });
       writes.push(w);
@@ -396,15 +409,16 @@ class Restorer {
     send();
     await Promise.all(writes);
     if (failure) throw failure.err;
-    if (job.entry.size > dataEnd) await fh.truncate(job.entry.size);
+    if (job.entry.size > dataEnd) ftruncateSync(fd, job.entry.size);
   }
 
-  private async writeChunk(fh: FileHandle, chunk: Promise<Buffer>, length: number, at: number) {
+  private async writeChunk(fd: number, chunk: Promise<Buffer>, length: number, at: number) {
     const data = await chunk;
-    let done = 0;
-    while (done < length) {
-      const { bytesWritten } = await fh.write(data, done, length - done, at + done);
-      done += bytesWritten;
+    for (let done = 0; done < length; ) {
+      done +=
+        length < SYNC_WRITE
+          ? writeSync(fd, data, done, length - done, at + done)
+          : (await writeAsync(fd, data, done, length - done, at + done)).bytesWritten;
     }
     this.counts.bytes += length;
   }
@@ -458,6 +472,8 @@ class Restorer {
 }
 
 const CREATE_FLAGS = constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+const openAsync = promisify(open);
+const writeAsync = promisify(write);
 
 function describe(err: unknown): string {
   if (err instanceof CairnError) return err.message;
