@@ -4,7 +4,7 @@ import { CairnError } from '../errors.js';
 import type { Backend } from '../repo/backend/backend.js';
 import { DeferredBackend } from '../repo/backend/deferred.js';
 import { LocalBackend } from '../repo/backend/local.js';
-import { parseS3Url, s3Location } from '../repo/backend/s3-url.js';
+import { parseS3Url, S3_TRAITS, s3Location } from '../repo/backend/s3-url.js';
 import { describeLock } from '../repo/lock.js';
 import { Repository } from '../repo/repository.js';
 import { warn } from './output.js';
@@ -35,10 +35,11 @@ export function repoLocation(g: GlobalOptions): string {
 export function openBackend(location: string, g: GlobalOptions = {}): Backend {
   if (location.startsWith('s3://')) {
     const opts = { endpoint: g.s3Endpoint, pathStyle: g.s3PathStyle };
-    return new DeferredBackend(s3Location(parseS3Url(location)), async () => {
+    const load = async () => {
       const { S3Backend } = await import('../repo/backend/s3.js');
       return new S3Backend(location, opts);
-    });
+    };
+    return new DeferredBackend(s3Location(parseS3Url(location)), load, S3_TRAITS);
   }
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location)) {
     throw new CairnError(`unsupported repository location ${location}`);

@@ -18,11 +18,13 @@ export type BlobWorkerRequest =
   | { op: 'seal'; job: number }
   | { op: 'drop'; job: number }
   | { op: 'open'; job: number; sealed: Uint8Array; loc: BlobLocation }
-  | { op: 'sha256'; job: number; data: Uint8Array };
+  /** SHA-256 of `data` (a pack), and its MD5 when asked (a backend sends it with the body). */
+  | { op: 'digests'; job: number; data: Uint8Array; md5?: boolean };
 
 export interface BlobWorkerReply {
   job: number;
   id?: Uint8Array;
+  md5?: Uint8Array;
   sealed?: Uint8Array;
   flags?: number;
   /** Plaintext of an opened blob. */
@@ -55,9 +57,10 @@ if (parentPort) {
           { job: msg.job, sealed: out, flags } satisfies BlobWorkerReply,
           ownedBuffer(sealed),
         );
-      } else if (msg.op === 'sha256') {
+      } else if (msg.op === 'digests') {
         const id = createHash('sha256').update(msg.data).digest();
-        port.postMessage({ job: msg.job, id } satisfies BlobWorkerReply);
+        const md5 = msg.md5 ? createHash('md5').update(msg.data).digest() : undefined;
+        port.postMessage({ job: msg.job, id, md5 } satisfies BlobWorkerReply);
       } else if (msg.op === 'open') {
         const sealed = Buffer.from(msg.sealed.buffer, msg.sealed.byteOffset, msg.sealed.byteLength);
         const data = decodeBlob(sealed, msg.loc, sealer, hashId);

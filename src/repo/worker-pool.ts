@@ -42,11 +42,11 @@ export class BlobWorkerPool {
     return { job, worker, id: asBuffer(reply.id!) };
   }
 
-  /** SHA-256 of bytes in shared memory (a pack), off the main thread. */
-  async sha256(data: Buffer): Promise<Buffer> {
+  /** SHA-256 and, when `md5`, MD5 of bytes in shared memory, off the main thread. */
+  async digests(data: Buffer, md5: boolean): Promise<{ sha256: Buffer; md5?: Buffer }> {
     const job = this.nextJob++;
-    const reply = await this.request(job % this.workers.length, { op: 'sha256', job, data });
-    return asBuffer(reply.id!);
+    const reply = await this.request(job % this.workers.length, { op: 'digests', job, data, md5 });
+    return { sha256: asBuffer(reply.id!), md5: reply.md5 && asBuffer(reply.md5) };
   }
 
   /** Opens, decompresses and verifies a sealed blob on a worker. */

@@ -1,9 +1,10 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { ListMultipartUploadsCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { openBackend } from '../../src/cli/context.js';
 import { ChecksumSealer } from '../../src/crypto/index.js';
 import { CairnError } from '../../src/errors.js';
-import { needsPathStyle, parseS3Url } from '../../src/repo/backend/s3-url.js';
+import { needsPathStyle, parseS3Url, S3_TRAITS } from '../../src/repo/backend/s3-url.js';
 import { Lock } from '../../src/repo/lock.js';
 import { Repository } from '../../src/repo/repository.js';
 import { S3Proxy } from '../s3/proxy.js';
@@ -18,6 +19,13 @@ describe('S3 locations', () => {
     for (const bad of ['s3://', 's3://b', 's3://-bad-', 's3://bucket/a/../b', 'http://x/y']) {
       expect(() => parseS3Url(bad)).toThrow(CairnError);
     }
+  });
+
+  it('knows an s3:// backend is remote before loading the SDK', async () => {
+    const backend = openBackend('s3://bucket/prefix');
+    expect(backend.traits).toEqual(S3_TRAITS);
+    expect(backend.traits?.remote).toBe(true);
+    await backend.close();
   });
 
   it('uses path style where virtual hosts cannot resolve', () => {
@@ -152,6 +160,36 @@ describe.skipIf(skip !== undefined)('S3Backend on radosgw', () => {
     }
   });
 
+  it("sends the caller's digests rather than hashing, and the server holds the body to them", async () => {
+    const b = rgw.backend(`s3://${uniqueBucket('digests')}`);
+    const sent = sentHeaders(b.client, 'PutObjectCommand');
+    const hash = (algorithm: string, data: Uint8Array) =>
+      createHash(algorithm).update(data).digest();
+    try {
+      await b.write('config', Buffer.from('bucket exists'));
+      const body = randomBytes(100_000);
+      const digests = { md5: hash('md5', body), sha256: hash('sha256', body) };
+      await b.write('data/00/good', body, { digests });
+      expect(sent.at(-1)?.['content-md5']).toBe(digests.md5.toString('base64'));
+      expect(sent.at(-1)?.['x-amz-content-sha256']).toBe(digests.sha256.toString('hex'));
+      expect((await b.read('data/00/good')).equals(body)).toBe(true);
+
+      const other = randomBytes(16);
+      const badMd5 = { ...digests, md5: hash('md5', other) };
+      expect((await errorOf(b.write('data/00/a', body, { digests: badMd5 }))).message).toMatch(
+        /BadDigest/,
+      );
+      const badSha = { ...digests, sha256: hash('sha256', other) };
+      expect((await errorOf(b.write('data/00/b', body, { digests: badSha }))).message).toMatch(
+        /SHA256Mismatch/,
+      );
+      expect(await b.stat('data/00/a')).toBeUndefined();
+      expect(await b.stat('data/00/b')).toBeUndefined();
+    } finally {
+      await b.close();
+    }
+  });
+
   it('retries throttling and resets, and keeps many requests in flight', async () => {
     const proxy = await S3Proxy.start(rgw.endpoint, { throttleEvery: 4, tooManyEvery: 7 });
     const b = rgw.backend(`s3://${uniqueBucket('slow')}/p`, { endpoint: proxy.endpoint });
@@ -267,6 +305,20 @@ function loseFirstResponse(client: S3Client, command: string): void {
     },
     { step: 'deserialize', name },
   );
+}
+
+/** The headers of every `command` request as signed and sent. */
+function sentHeaders(client: S3Client, command: string): Record<string, string>[] {
+  const sent: Record<string, string>[] = [];
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      const request = args.request as { headers: Record<string, string> };
+      if (context.commandName === command) sent.push({ ...request.headers });
+      return next(args);
+    },
+    { step: 'finalizeRequest', name: `testHeaders${command}` },
+  );
+  return sent;
 }
 
 /** How many `command` requests the client sent. */

@@ -1,11 +1,16 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import type { BodyDigests, WriteOptions } from '../../src/repo/backend/backend.js';
+import { LocalBackend } from '../../src/repo/backend/local.js';
+import { S3_TRAITS } from '../../src/repo/backend/s3-url.js';
 import { hex } from '../../src/repo/blob.js';
+import type { BlobStore } from '../../src/repo/blob-store.js';
 import { readPackToc } from '../../src/repo/pack.js';
 import { rebuildIndex } from '../../src/repo/rebuild.js';
-import { makeRepo, type TestRepo } from '../helpers.js';
+import { Repository } from '../../src/repo/repository.js';
+import { makeRepo, TEST_PASSWORD, type TestRepo } from '../helpers.js';
 
 let t: TestRepo | undefined;
 afterEach(async () => {
@@ -137,4 +142,93 @@ describe('blob store', () => {
     const reopened = await t.reopen();
     expect((await (await reopened.blobs()).get(r.id)).length).toBe(5000);
   });
+
+  describe('pacing by the backend', () => {
+    afterEach(() => {
+      vi.useRealTimers();
+    });
+
+    /**
+     * Four packs, the clock moved 2, 2 and 10 s before the 2nd, 3rd and 4th are written;
+     * returns the store and what each write was given.
+     */
+    async function fourPacks(remote: boolean) {
+      t = await makeRepo({ packSize: 64 << 10 });
+      const writes: Written[] = [];
+      const backend = new (class extends LocalBackend {
+        readonly traits = remote ? S3_TRAITS : undefined;
+        override async write(
+          name: string,
+          data: Uint8Array | readonly Uint8Array[],
+          o?: WriteOptions,
+        ) {
+          const bytes = Buffer.concat(data instanceof Uint8Array ? [data] : data);
+          writes.push({ name, bytes, digests: o?.digests });
+          return super.write(name, data, o);
+        }
+      })(t.repoDir);
+      const repo = await Repository.open(backend, {
+        cacheDir: t.cacheDir,
+        password: async () => TEST_PASSWORD,
+      });
+      const store = await repo.blobs();
+      vi.useFakeTimers({ toFake: ['Date'] });
+      for (const [i, advance] of [0, 2000, 2000, 10_000].entries()) {
+        vi.setSystemTime(Date.now() + advance);
+        // Incompressible and past the pack size: every put fills and starts one pack.
+        await store.put('data', randomBytes(70_000));
+        await packsWritten(store, i + 1);
+      }
+      await store.flush();
+      await repo.close();
+      return { store, writes };
+    }
+
+    it('checkpoints the index at most every 10 s on a remote backend, every 1 s on a disk', async () => {
+      const local = await fourPacks(false);
+      expect(local.store.stats.packsWritten).toBe(4);
+      expect(local.store.stats.segmentsWritten).toBe(4);
+      await t?.cleanup();
+      t = undefined;
+      // The first pack is indexed at once, the fourth 14 s later, the two between with it.
+      const remote = await fourPacks(true);
+      expect(remote.store.stats.packsWritten).toBe(4);
+      expect(remote.store.stats.segmentsWritten).toBe(2);
+      expect(remote.writes.filter((w) => w.name.startsWith('index/'))).toHaveLength(2);
+    });
+
+    it("passes a pack's digests to a backend that sends them, and only to one", async () => {
+      const packsOf = (writes: Written[]) => writes.filter((w) => w.name.startsWith('data/'));
+      const local = await fourPacks(false);
+      expect(packsOf(local.writes).map((w) => w.digests?.md5)).toEqual(Array(4).fill(undefined));
+      await t?.cleanup();
+      t = undefined;
+      const remote = await fourPacks(true);
+      const packs = packsOf(remote.writes);
+      expect(packs).toHaveLength(4);
+      for (const w of packs) {
+        const sha256 = createHash('sha256').update(w.bytes).digest();
+        expect(Buffer.from(w.digests!.sha256!)).toEqual(sha256);
+        expect(w.name.endsWith(sha256.toString('hex'))).toBe(true);
+        expect(Buffer.from(w.digests!.md5!)).toEqual(createHash('md5').update(w.bytes).digest());
+      }
+    });
+  });
 });
+
+interface Written {
+  name: string;
+  bytes: Buffer;
+  digests?: BodyDigests;
+}
+
+/** Waits until `n` packs are durable (polling: Date is faked, performance.now is not). */
+async function packsWritten(store: BlobStore, n: number): Promise<void> {
+  const deadline = performance.now() + 30_000;
+  while (store.stats.packsWritten < n) {
+    if (performance.now() > deadline) {
+      throw new Error(`only ${store.stats.packsWritten} of ${n} packs written`);
+    }
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}

@@ -7,6 +7,8 @@
 export interface Backend {
   /** Human-readable location, used in messages. */
   readonly location: string;
+  /** What writing to this storage costs; absent: a local disk's (LOCAL_TRAITS). */
+  readonly traits?: BackendTraits;
   /** Names of all objects under a top-level folder (`data`, `index`, …), in any order. */
   list(folder: string): AsyncIterable<ObjectInfo>;
   /** Whole object, or `length` bytes at `offset`. Missing object: CairnError code NotFound. */
@@ -14,6 +16,8 @@ export interface Backend {
   /**
    * Writes an object atomically and durably: it is either absent or complete once this
    * resolves, and survives a crash. Existing objects are not overwritten unless `overwrite`.
+   * `data` may be read until the returned promise settles (S3 sends it without a copy): the
+   * caller must not change it before then.
    */
   write(name: string, data: Uint8Array | readonly Uint8Array[], opts?: WriteOptions): Promise<void>;
   /** Size of an object, or undefined when it does not exist. */
@@ -41,4 +45,31 @@ export interface ByteRange {
 export interface WriteOptions {
   /** Replace an existing object (only locks are ever rewritten). */
   overwrite?: boolean;
+  /**
+   * Digests of the whole body that the caller already has (a pack's, hashed on a worker
+   * thread), for a backend that sends them with it (`traits.digests`) rather than hashing the
+   * body again on the main thread. The server checks the body against them: a wrong digest
+   * fails the write, it never stores other bytes.
+   */
+  digests?: BodyDigests;
 }
+
+export interface BodyDigests {
+  md5?: Uint8Array;
+  sha256?: Uint8Array;
+}
+
+export type DigestName = keyof BodyDigests;
+
+export interface BackendTraits {
+  /**
+   * Each object is a request over a network, paid in latency and per-request fees and
+   * listed and fetched again by every other client: callers writing small objects often
+   * (index checkpoints) write fewer of them.
+   */
+  remote: boolean;
+  /** Digests of a body that `write` sends along; callers that can pass them in WriteOptions. */
+  digests: readonly DigestName[];
+}
+
+export const LOCAL_TRAITS: BackendTraits = { remote: false, digests: [] };

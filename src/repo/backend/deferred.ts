@@ -1,5 +1,5 @@
 import { CairnError } from '../../errors.js';
-import type { Backend, ByteRange, ObjectInfo, WriteOptions } from './backend.js';
+import type { Backend, BackendTraits, ByteRange, ObjectInfo, WriteOptions } from './backend.js';
 
 /**
  * A backend whose implementation is loaded on first use. The AWS SDK takes ~0.2 s of CPU to
@@ -12,6 +12,8 @@ export class DeferredBackend implements Backend {
   constructor(
     readonly location: string,
     private readonly load: () => Promise<Backend>,
+    /** Those of the backend `load` will make: known before it is loaded. */
+    readonly traits?: BackendTraits,
   ) {}
 
   async *list(folder: string): AsyncIterable<ObjectInfo> {

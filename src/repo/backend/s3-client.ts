@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
-import { S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
+import { type PutObjectCommand, S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
 import { needsPathStyle } from './s3-url.js';
 
 export interface S3ClientOptions {
@@ -77,7 +77,8 @@ export function createS3Client(opts: S3ClientOptions, clock: ServerClock): S3Cli
   client.middlewareStack.add(
     (next, context) => async (args) => {
       const request = args.request as { headers: Record<string, string>; body?: unknown };
-      if (MD5_COMMANDS.has(context.commandName ?? '') && request.body instanceof Uint8Array) {
+      const md5 = MD5_COMMANDS.has(context.commandName ?? '') && !request.headers['content-md5'];
+      if (md5 && request.body instanceof Uint8Array) {
         request.headers['content-md5'] = createHash('md5').update(request.body).digest('base64');
       }
       return next(args);
@@ -103,6 +104,22 @@ export function createS3Client(opts: S3ClientOptions, clock: ServerClock): S3Cli
     { step: 'deserialize', name: 'cairnServerClock' },
   );
   return client;
+}
+
+/**
+ * Makes `command` send `sha256` (hex, of its body, computed by the caller) as the SigV4
+ * payload hash, which the signer otherwise computes on the main thread; the server checks
+ * the body against it (XAmzContentSHA256Mismatch).
+ */
+export function withPayloadHash(command: PutObjectCommand, sha256: string): void {
+  command.middlewareStack.add(
+    (next) => async (args) => {
+      (args.request as { headers: Record<string, string> }).headers['x-amz-content-sha256'] =
+        sha256;
+      return next(args);
+    },
+    { step: 'build', name: 'cairnPayloadHash' },
+  );
 }
 
 /**

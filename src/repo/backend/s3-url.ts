@@ -1,5 +1,13 @@
 import { isIP } from 'node:net';
 import { CairnError } from '../../errors.js';
+import type { BackendTraits } from './backend.js';
+
+/**
+ * An S3 repository's traits, here rather than in s3.ts so that a DeferredBackend knows them
+ * before it loads the SDK. Both digests go along with every PUT (Content-MD5, the SigV4
+ * payload hash), so a caller that has them spares the main thread hashing the body twice.
+ */
+export const S3_TRAITS: BackendTraits = { remote: true, digests: ['md5', 'sha256'] };
 
 /** Where an `s3://BUCKET[/PREFIX]` repository lives; `prefix` is '' or ends with '/'. */
 export interface S3Target {
