@@ -116,7 +116,10 @@ export async function* restore(
   opts: RestoreOptions = {},
 ): AsyncGenerator<RestoreEvent, RestoreSummary> {
   const store = await repo.blobs();
-  const fetcher = new ChunkFetcher(repo.backend, store);
+  // Restoring everything from remote storage reads each pack once, whole.
+  const everything = !opts.include?.length && !opts.exclude?.length;
+  const wholePacks = everything && repo.backend.traits?.remote === true;
+  const fetcher = new ChunkFetcher(repo.backend, store, { wholePacks });
   const r = new Restorer(fetcher, repo.hashId, resolve(target), snap, opts);
   let finished = false;
   const done = r.run(rootTreeId(snap)).finally(() => {

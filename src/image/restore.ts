@@ -79,7 +79,9 @@ export async function restoreImage(
     const index = new ManifestIndex(store, await loadManifest(store, snap));
     const t = await openTarget(target, index.size, opts.delta === true);
     try {
-      const fetcher = new ChunkFetcher(repo.backend, store);
+      // From remote storage, each pack is read once, whole, unless a delta restore skips most.
+      const wholePacks = !opts.delta && repo.backend.traits?.remote === true;
+      const fetcher = new ChunkFetcher(repo.backend, store, { wholePacks });
       const result = await writeImage(repo.hashId, fetcher, index, t, opts);
       // A device is synced before we report success (it may be unplugged next); a file is
       // left to writeback like any copy: syncing 1 GiB doubled restore time here.

@@ -1,7 +1,7 @@
 import { CairnError, shortHex } from '../errors.js';
 import { Semaphore } from '../util/semaphore.js';
 import type { Backend } from './backend/backend.js';
-import type { BlobLocation } from './blob.js';
+import { type BlobLocation, hex } from './blob.js';
 import { type BlobStore, checkChunkLength } from './blob-store.js';
 import { packName } from './pack.js';
 
@@ -18,6 +18,18 @@ const RECENT_BYTES = 32 << 20;
 const MAX_RUN = 8 << 20;
 /** Coalesced reads in flight. */
 const READS_IN_FLIGHT = 4;
+/** Packs kept after a whole-pack read (see ChunkFetcherOptions.wholePacks): ~4 packs. */
+const WHOLE_PACK_BYTES = 64 << 20;
+
+export interface ChunkFetcherOptions {
+  /**
+   * Read each pack whole, once, and serve every blob asked of it from memory: for restoring
+   * everything from remote storage, where each read is a request and backup order (restore
+   * order) filled each pack. A pack asked of again after it was dropped (a chunk shared with
+   * much later content) is read by ranges, as without this option.
+   */
+  wholePacks?: boolean;
+}
 
 interface Request {
   id: Buffer;
@@ -47,11 +59,19 @@ export class ChunkFetcher {
   private queue: Request[] = [];
   private readonly reads = new Semaphore(READS_IN_FLIGHT);
   private readonly recent = new RecentRanges(RECENT_BYTES);
+  private readonly packs: WholePacks | undefined;
 
   constructor(
     private readonly backend: Backend,
     private readonly store: BlobStore,
-  ) {}
+    opts: ChunkFetcherOptions = {},
+  ) {
+    if (opts.wholePacks) {
+      this.packs = new WholePacks(WHOLE_PACK_BYTES, (pack) =>
+        this.reads.run(() => this.backend.read(packName(pack))),
+      );
+    }
+  }
 
   /** The blob `id`: a chunk its tree or manifest says is `length` bytes long, or a tree. */
   get(id: Buffer, length?: number): Promise<Buffer> {
@@ -83,7 +103,9 @@ export class ChunkFetcher {
     for (const item of located) {
       if (!item) continue;
       const kept = this.recent.find(item.loc);
+      const whole = kept ? undefined : this.packs?.get(item.loc.pack);
       if (kept) void this.open(item, kept);
+      else if (whole) void this.openFrom(item, whole);
       else found.push(item);
     }
     found.sort((a, b) => Buffer.compare(a.loc.pack, b.loc.pack) || a.loc.offset - b.loc.offset);
@@ -128,11 +150,72 @@ export class ChunkFetcher {
     );
   }
 
+  private async openFrom(item: Run['items'][number], pack: Promise<Buffer>): Promise<void> {
+    let bytes: Buffer;
+    try {
+      bytes = await pack;
+    } catch (err) {
+      item.req.reject(err);
+      return;
+    }
+    const { offset, length } = item.loc;
+    await this.open(item, bytes.subarray(offset, offset + length));
+  }
+
   private async open({ req, loc }: Run['items'][number], sealed: Buffer): Promise<void> {
     try {
       req.resolve(checkLength(await this.store.open(sealed, loc), req));
     } catch (err) {
       req.reject(err);
+    }
+  }
+}
+
+/**
+ * Whole packs, read once each and kept up to a total size (least recently used dropped
+ * first, never one still being read); `get` gives undefined for a pack dropped before, to
+ * be read by ranges.
+ */
+class WholePacks {
+  private readonly kept = new Map<string, { bytes: Promise<Buffer>; size: number }>();
+  private readonly dropped = new Set<string>();
+  private size = 0;
+
+  constructor(
+    private readonly limit: number,
+    private readonly read: (pack: Buffer) => Promise<Buffer>,
+  ) {}
+
+  get(pack: Buffer): Promise<Buffer> | undefined {
+    const key = hex(pack);
+    const kept = this.kept.get(key);
+    if (kept) {
+      // Most recently used last: a pack still in use (the trees') outlives those done with.
+      this.kept.delete(key);
+      this.kept.set(key, kept);
+      return kept.bytes;
+    }
+    if (this.dropped.has(key)) return undefined;
+    const entry = { bytes: this.read(pack), size: 0 };
+    this.kept.set(key, entry);
+    entry.bytes.then(
+      (b) => {
+        entry.size = b.length;
+        this.size += b.length;
+        this.trim();
+      },
+      () => this.kept.delete(key),
+    );
+    return entry.bytes;
+  }
+
+  private trim(): void {
+    for (const [key, entry] of this.kept) {
+      if (this.size <= this.limit) return;
+      if (entry.size === 0) continue;
+      this.kept.delete(key);
+      this.dropped.add(key);
+      this.size -= entry.size;
     }
   }
 }

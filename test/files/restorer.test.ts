@@ -244,6 +244,30 @@ describe('restore', () => {
     expect(reads.count).toBeLessThan(20);
   });
 
+  it('reads each pack once, whole, when everything comes from remote storage', async () => {
+    for (let i = 0; i < 40; i++) {
+      await mkdir(join(src, `d${i}`), { recursive: true });
+      await writeFile(join(src, `d${i}`, 'small'), randomBytes(3000));
+      await writeFile(join(src, `d${i}`, 'large'), randomBytes(300_000));
+    }
+    const snap = await snapshotDir(t.repo, src, { chunkSize: 64 << 10 });
+    const backend = t.repo.backend;
+    Object.defineProperty(backend, 'traits', { value: { remote: true, digests: [] } });
+    const read = backend.read.bind(backend);
+    const reads: string[] = [];
+    backend.read = (name, range) => {
+      if (name.startsWith('data/')) reads.push(range ? `${name} range` : name);
+      return read(name, range);
+    };
+    const { summary } = await run(snap, { verify: true });
+    expect(summary.errors).toBe(0);
+    expect(summary.filesVerified).toBe(80);
+    const packs = new Set<string>();
+    for await (const o of backend.list('data')) packs.add(o.name);
+    // One read per pack, none by ranges: by ranges they took dozens.
+    expect(reads.sort()).toEqual([...packs].sort());
+  });
+
   it('verifyFile catches restored bytes that differ from their chunks', async () => {
     await writeFile(join(src, 'f'), Buffer.alloc(200_000, 5));
     const snap = await snapshotDir(t.repo, src, { chunkSize: 64 << 10 });
