@@ -1,8 +1,8 @@
 import { execFile } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { promisify } from 'node:util';
-import { isMounted } from './mount-table.js';
+import { isMounted, mountAt } from './mount-table.js';
 
 /**
  * The FUSE binding: @cocalc/fuse-native, a maintained fork of fuse-native (same C code and
@@ -132,6 +132,42 @@ export async function detach(mountpoint: string): Promise<void> {
 function fuseOptions(allowOther: boolean): string {
   const other = allowOther ? ',allow_other' : '';
   return `-oro,default_permissions${other},kernel_cache,fsname=cairn,subtype=cairn`;
+}
+
+/**
+ * Kernel read-ahead for the mount, in KiB. A FUSE mount starts at the kernel's default of
+ * 128 KiB, which the filesystem may only lower, and libfuse 2 sends no request larger than
+ * 128 KiB either: a sequential reader then has two 128 KiB reads in flight, each a round trip
+ * through the binding's thread hand-offs to the event loop, and under load that round trip,
+ * not the repository, bounds the speed (measured: 4 096 requests for a 512 MiB file spent
+ * 0.6-1.2 s in our read handler of 4.4 s). With 1 MiB the kernel keeps 8-12 requests in
+ * flight. Measured, 512 MiB read with dd bs=1M, 5 rounds at load 7-11 from other work,
+ * median ratio to `restic mount` in the same round: 0.87x at 128 KiB, 0.92x at 512,
+ * 0.95x at 1024, 0.80x at 2048. Random reads are not affected: the kernel reads ahead
+ * only once reads are sequential, and not at all for O_DIRECT reads (a loop device's with
+ * direct I/O).
+ */
+const READ_AHEAD_KB = 1024;
+
+/**
+ * Raises the kernel's read-ahead for the FUSE mount at `mountpoint` (see READ_AHEAD_KB)
+ * through /sys/class/bdi, which only root may write: returns false, changing nothing,
+ * where this process may not (reads are then slower, not wrong).
+ */
+export async function raiseReadAhead(mountpoint: string): Promise<boolean> {
+  // The kernel keeps the smaller of this and what the filesystem answered to its INIT, and
+  // fuse-native reports the mount before that answer is sent; a stat waits for it.
+  await stat(mountpoint);
+  const device = (await mountAt(mountpoint))?.device;
+  if (!device) return false;
+  try {
+    await writeFile(`/sys/class/bdi/${device}/read_ahead_kb`, `${READ_AHEAD_KB}\n`);
+    return true;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? '';
+    if (['EACCES', 'EPERM', 'EROFS', 'ENOENT'].includes(code)) return false;
+    throw err;
+  }
 }
 
 export interface FuseMountOptions {

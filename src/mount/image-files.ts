@@ -164,8 +164,10 @@ export class ImageFileReader {
         if (e.kind !== 'data' || start + e.length <= from || start >= until) continue;
         const lo = e.offset + Math.max(0, from - start);
         const hi = e.offset + Math.min(e.length, until - start);
-        await prefetchRange(image, cache, lo, hi, stopped);
+        const reached = await prefetchRange(image, cache, lo, hi, stopped);
+        if (reached < hi) return start + (reached - e.offset);
       }
+      return until;
     });
   }
 

@@ -5,6 +5,8 @@ export interface MountEntry {
   mountpoint: string;
   fstype: string;
   source: string;
+  /** The filesystem's device as `major:minor` (a FUSE mount's names its /sys/class/bdi). */
+  device: string;
 }
 
 /**
@@ -25,6 +27,7 @@ export async function mountTable(): Promise<MountEntry[]> {
       mountpoint: unescapeOctal(fields[4]!),
       fstype: fields[dash + 1]!,
       source: unescapeOctal(fields[dash + 2] ?? ''),
+      device: fields[2]!,
     });
   }
   return out;

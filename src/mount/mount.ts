@@ -1,11 +1,11 @@
 import { existsSync } from 'node:fs';
-import { readdir, realpath, stat } from 'node:fs/promises';
+import { readdir, realpath, stat, statfs } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { CairnError } from '../errors.js';
 import type { Lock } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
-import { createFuse, detach, type FuseInstance, othersAllowed } from './binding.js';
-import { ChunkCache } from './content.js';
+import { createFuse, detach, type FuseInstance, othersAllowed, raiseReadAhead } from './binding.js';
+import { repositoryChunks } from './content.js';
 import { SnapshotFs } from './fs.js';
 import { fuseOperations } from './fuse-ops.js';
 import { errorText, SnapshotList } from './layout.js';
@@ -66,12 +66,15 @@ export async function mountRepository(
     });
     // An unreadable snapshot list fails the mount here rather than every lookup later.
     await list.current();
-    const cache = new ChunkCache((id) => store.get(id), opts.cacheBytes ?? CACHE_BYTES);
+    const cache = repositoryChunks(repo.backend, store, opts.cacheBytes ?? CACHE_BYTES);
     const fs = new SnapshotFs(store, list, cache, notice);
     const allowOther = opts.allowOther ?? (await othersAllowed());
     const fuse = createFuse(dir, fuseOperations(fs, notice), { allowOther });
     await new Promise<void>((done, fail) => {
       fuse.mount((err) => (err ? fail(mountFailed(dir, err)) : done()));
+    });
+    await raiseReadAhead(dir).catch((err: unknown) => {
+      notice(`${dir}: the kernel's read-ahead stays at 128 KiB: ${errorText(err)}`);
     });
     return new ActiveMount(dir, fuse, lock, notice);
   } catch (err) {
@@ -99,15 +102,19 @@ async function prepareMountpoint(mountpoint: string, notice: (m: string) => void
   const given = resolve(mountpoint);
   // Not realpath(given): on a dead mount point it fails with ENOTCONN itself.
   const dir = join(await realpath(dirname(given)), basename(given));
-  const st = await stat(dir).catch(async (err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT') throw new CairnError(`mount point ${dir} does not exist`);
-    if (err.code !== 'ENOTCONN') throw err;
-    notice(`${dir} was left mounted by a process that has ended; unmounting it first`);
-    await detach(dir).catch((e: unknown) => {
-      throw new CairnError(`${errorText(e)}; unmount ${dir} by hand (fusermount -u -z)`);
+  // statfs always asks the filesystem; a dead FUSE mount's root may still be stat-able from
+  // the kernel's attribute cache (a stat just before the process died, e.g. raiseReadAhead's).
+  const st = await statfs(dir)
+    .then(() => stat(dir))
+    .catch(async (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') throw new CairnError(`mount point ${dir} does not exist`);
+      if (err.code !== 'ENOTCONN') throw err;
+      notice(`${dir} was left mounted by a process that has ended; unmounting it first`);
+      await detach(dir).catch((e: unknown) => {
+        throw new CairnError(`${errorText(e)}; unmount ${dir} by hand (fusermount -u -z)`);
+      });
+      return stat(dir);
     });
-    return stat(dir);
-  });
   if (!st.isDirectory()) throw new CairnError(`mount point ${dir} is not a directory`);
   const real = await realpath(dir);
   if (await isMounted(real)) throw new CairnError(`${real} is already a mount point`);

@@ -95,6 +95,77 @@ describe('ContentReader', () => {
     expect(new Set(f.fetched).size).toBe(f.fetched.length);
   });
 
+  it('asks for the read-ahead window a few MiB at a time, not a chunk at a time', async () => {
+    const chunk = 64 << 10;
+    const f = fixture(512, chunk);
+    // Requests made in one event-loop turn are one batch, as a ChunkFetcher reads them.
+    let turn = 0;
+    const tick = setInterval(() => turn++, 0);
+    const batches = new Map<number, number>();
+    const ahead = (id: Buffer) => {
+      batches.set(turn, (batches.get(turn) ?? 0) + 1);
+      return f.fetch(id);
+    };
+    const cache = new ChunkCache(f.fetch, 64 << 20, ahead);
+    const r = new ContentReader(new PartsMap(f.parts), cache);
+    try {
+      // As the kernel reads a file: 128 KiB at a time, two requests in flight.
+      for (let at = 0; at < f.bytes.length; at += 256 << 10) {
+        const [a, b] = await Promise.all([
+          read(r, at, 128 << 10),
+          read(r, at + (128 << 10), 128 << 10),
+        ]);
+        expect(Buffer.concat([a, b]).equals(f.bytes.subarray(at, at + (256 << 10)))).toBe(true);
+      }
+    } finally {
+      clearInterval(tick);
+    }
+    // All but the chunks of the first two reads came ahead of their reads, once each, in a
+    // few batches.
+    expect(f.fetched).toHaveLength(512);
+    expect([...batches.values()].reduce((a, b) => a + b)).toBe(512 - 4);
+    expect(batches.size).toBeLessThan(16);
+  });
+
+  it("keeps the window growing when the kernel's concurrent reads arrive out of order", async () => {
+    const chunk = 64 << 10;
+    const f = fixture(512, chunk);
+    const r = new ContentReader(new PartsMap(f.parts), new ChunkCache(f.fetch, 64 << 20));
+    // 128 KiB requests, answered in the order they arrive: the third runs 1 MiB ahead, so
+    // the fourth is more than 1 MiB behind the furthest read, yet part of the same stream.
+    for (const i of [0, 1, 10, 2, 3, 4]) await read(r, i * (128 << 10), 128 << 10);
+    // The window doubled at every read but the first, to 16 MiB past the furthest read.
+    await vi.waitFor(() => expect(f.fetched.length).toBeGreaterThan((16 << 20) / chunk));
+  });
+
+  it('bounds the read-ahead in flight for all readers together, then resumes', async () => {
+    const chunk = 1 << 20;
+    const files = [0, 1, 2, 3].map(() => fixture(48, chunk));
+    const stored = new Map(files.flatMap((f) => [...f.stored]));
+    const pending: (() => void)[] = [];
+    let requested = 0;
+    // Read-ahead that does not finish until released.
+    const ahead = (id: Buffer) => {
+      requested += chunk;
+      return new Promise<Buffer>((resolve) => {
+        pending.push(() => resolve(stored.get(id.toString('hex'))!));
+      });
+    };
+    const demand = async (id: Buffer) => stored.get(id.toString('hex'))!;
+    const cache = new ChunkCache(demand, 1 << 30, ahead);
+    const readers = files.map((f) => new ContentReader(new PartsMap(f.parts), cache));
+    for (let i = 0; i < 6; i++) {
+      await Promise.all(readers.map((r) => read(r, i * 4096, 4096)));
+    }
+    // Four readers with 16 MiB windows: no more than 32 MiB on the way at once.
+    expect(requested).toBe(32 << 20);
+    for (const release of pending.splice(0)) release();
+    // Once those are done (a turn later), the next reads ask for the rest.
+    await new Promise((resolve) => setImmediate(resolve));
+    await Promise.all(readers.map((r) => read(r, 6 * 4096, 4096)));
+    await vi.waitFor(() => expect(requested).toBeGreaterThan(32 << 20));
+  });
+
   it('keeps decompressed chunks in a bounded cache', async () => {
     const f = fixture(40, 10_000);
     const r = new ContentReader(new PartsMap(f.parts), new ChunkCache(f.fetch, 30_000));

@@ -168,6 +168,13 @@ describe.skipIf(noFuse)(titled('cairn mount: file snapshots'), () => {
     }
   });
 
+  it("raises the kernel's read-ahead for the mount from 128 KiB to 1 MiB", async () => {
+    const { device } = (await mountAt(mount.dir))!;
+    const kb = () => readFile(`/sys/class/bdi/${device}/read_ahead_kb`, 'utf8');
+    // Raised once the kernel has the mount's INIT answer, maybe after the listing works.
+    await waitFor(async () => (await kb()).trim() === '1024', 'read_ahead_kb 1024', 5000);
+  });
+
   it('shows a name that is not UTF-8 escaped as `cairn ls` prints it', async () => {
     const dir = join(snapDir(first.id), 'odd');
     expect(await readdir(dir)).toEqual(['caf\\xe9']);

@@ -6,10 +6,12 @@ import { join } from 'node:path';
 import { setAttribute } from 'fs-xattr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { imageBackup } from '../../src/image/index.js';
-import { ChunkCache } from '../../src/mount/content.js';
+import { ChunkCache, repositoryChunks } from '../../src/mount/content.js';
 import { SnapshotFs } from '../../src/mount/fs.js';
 import { SnapshotList } from '../../src/mount/layout.js';
-import type { Repository } from '../../src/repo/repository.js';
+import type { Backend, ByteRange, WriteOptions } from '../../src/repo/backend/backend.js';
+import { LocalBackend } from '../../src/repo/backend/local.js';
+import { Repository } from '../../src/repo/repository.js';
 import { snapshotDir } from '../files/build-snapshot.js';
 import { makeRepo, type TempDir, type TestRepo, tempDir } from '../helpers.js';
 import { SMALL_CHUNKER } from '../image/util.js';
@@ -30,6 +32,41 @@ async function snapshotFs(refreshMs: number) {
   const list = new SnapshotList(mounted, { refreshMs, onNotice: (m) => notices.push(m) });
   const cache = new ChunkCache((id) => store.get(id), 16 << 20);
   return { fs: new SnapshotFs(store, list, cache), cache, notices };
+}
+
+/** A backend that counts its reads of pack data. */
+class CountingBackend implements Backend {
+  packReads = 0;
+  readonly location: string;
+
+  constructor(private readonly inner: Backend) {
+    this.location = inner.location;
+  }
+
+  list(folder: string) {
+    return this.inner.list(folder);
+  }
+
+  read(name: string, range?: ByteRange) {
+    if (name.startsWith('data/')) this.packReads++;
+    return this.inner.read(name, range);
+  }
+
+  write(name: string, data: Uint8Array | readonly Uint8Array[], opts?: WriteOptions) {
+    return this.inner.write(name, data, opts);
+  }
+
+  stat(name: string) {
+    return this.inner.stat(name);
+  }
+
+  delete(name: string) {
+    return this.inner.delete(name);
+  }
+
+  close() {
+    return this.inner.close();
+  }
 }
 
 async function readAll(fs: SnapshotFs, path: string): Promise<Buffer> {
@@ -140,5 +177,34 @@ describe('SnapshotFs', () => {
     expect(buf.equals(Buffer.alloc(buf.length))).toBe(true);
     expect(cache.fetches).toBe(fetched);
     expect((await readAll(fs, img)).equals(data)).toBe(true);
+  });
+
+  it('reads a large file from start to end in far fewer backend reads than it has chunks', async () => {
+    const dir = join(d.path, 'large');
+    await mkdir(dir);
+    const data = randomBytes(6 << 20);
+    await writeFile(join(dir, 'file'), data);
+    const chunk = 32 << 10;
+    const snap = await snapshotDir(t.repo, dir, { chunkSize: chunk });
+    const backend = new CountingBackend(new LocalBackend(t.repoDir));
+    const repo = await Repository.open(backend, { cacheDir: t.cacheDir });
+    try {
+      const store = await repo.blobs();
+      const list = new SnapshotList(repo, { refreshMs: 60_000, onNotice: () => undefined });
+      const fs = new SnapshotFs(store, list, repositoryChunks(backend, store, 64 << 20));
+      const fh = await fs.open(`/ids/${snap.id.slice(0, 8)}${dir}/file`, constants.O_RDONLY);
+      const got = Buffer.alloc(data.length);
+      const before = backend.packReads;
+      // As the kernel asks: 128 KiB at a time.
+      for (let at = 0; at < data.length; at += 128 << 10) {
+        expect(await fs.read(fh, got.subarray(at), 128 << 10, at)).toBe(128 << 10);
+      }
+      fs.release(fh);
+      expect(got.equals(data)).toBe(true);
+      // 192 chunks: read ahead a window at a time, a few reads per window.
+      expect(backend.packReads - before).toBeLessThan(data.length / chunk / 8);
+    } finally {
+      await repo.close();
+    }
   });
 });
