@@ -19,6 +19,11 @@ export interface Sealer {
   /** Bytes that `seal` adds to the plaintext. */
   readonly overhead: number;
   seal(plain: Uint8Array): Buffer;
+  /**
+   * Seals `plain` into `out` at `at` (which needs `plain.length + overhead` bytes there) and
+   * returns the sealed length: no buffer of the sealed size is allocated.
+   */
+  sealInto(plain: Uint8Array, out: Uint8Array, at: number): number;
   open(sealed: Uint8Array, what: string): Buffer;
 }
 
@@ -34,6 +39,7 @@ const CHECKSUM_LENGTH = 16;
 export class AesGcmSealer implements Sealer {
   readonly overhead = NONCE_LENGTH + TAG_LENGTH;
   readonly #key: KeyObject;
+  readonly #nonces = new NoncePool();
 
   constructor(key: Uint8Array) {
     if (key.length !== 32) throw new CairnError(`AES-256 key must be 32 bytes, not ${key.length}`);
@@ -42,14 +48,19 @@ export class AesGcmSealer implements Sealer {
 
   seal(plain: Uint8Array): Buffer {
     const out = Buffer.allocUnsafe(NONCE_LENGTH + plain.length + TAG_LENGTH);
-    const nonce = out.subarray(0, NONCE_LENGTH);
-    randomFillSync(nonce);
+    this.sealInto(plain, out, 0);
+    return out;
+  }
+
+  sealInto(plain: Uint8Array, out: Uint8Array, at: number): number {
+    const nonce = out.subarray(at, at + NONCE_LENGTH);
+    this.#nonces.next(nonce);
     const cipher = createCipheriv('aes-256-gcm', this.#key, nonce, { authTagLength: TAG_LENGTH });
     // node:crypto cannot encrypt into a caller's buffer; one copy of the ciphertext remains.
-    cipher.update(plain).copy(out, NONCE_LENGTH);
+    out.set(cipher.update(plain), at + NONCE_LENGTH);
     cipher.final();
-    cipher.getAuthTag().copy(out, NONCE_LENGTH + plain.length);
-    return out;
+    out.set(cipher.getAuthTag(), at + NONCE_LENGTH + plain.length);
+    return NONCE_LENGTH + plain.length + TAG_LENGTH;
   }
 
   open(sealed: Uint8Array, what: string): Buffer {
@@ -80,10 +91,15 @@ export class ChecksumSealer implements Sealer {
 
   seal(plain: Uint8Array): Buffer {
     const out = Buffer.allocUnsafe(plain.length + CHECKSUM_LENGTH);
-    out.set(plain, 0);
-    const digest = createHash('sha256').update(plain).digest();
-    digest.copy(out, plain.length, 0, CHECKSUM_LENGTH);
+    this.sealInto(plain, out, 0);
     return out;
+  }
+
+  sealInto(plain: Uint8Array, out: Uint8Array, at: number): number {
+    out.set(plain, at);
+    const digest = createHash('sha256').update(plain).digest();
+    out.set(digest.subarray(0, CHECKSUM_LENGTH), at + plain.length);
+    return plain.length + CHECKSUM_LENGTH;
   }
 
   open(sealed: Uint8Array, what: string): Buffer {
@@ -96,6 +112,26 @@ export class ChecksumSealer implements Sealer {
       throw new CairnError(`${what} is damaged: checksum mismatch`, 'Damaged');
     }
     return plain;
+  }
+}
+
+/**
+ * Random nonces drawn from a buffer refilled in bulk: `randomFillSync` costs ~17-22 µs a
+ * call whatever its size (16 000 small blobs: 0.36 s of the main thread's 23 s in a
+ * profile), so one call fills 4 KiB, 341 nonces. Every byte comes from the CSPRNG and is
+ * handed out once.
+ */
+class NoncePool {
+  readonly #pool = Buffer.allocUnsafe(NONCE_LENGTH * 341);
+  #at = this.#pool.length;
+
+  next(into: Uint8Array): void {
+    if (this.#at + into.length > this.#pool.length) {
+      randomFillSync(this.#pool);
+      this.#at = 0;
+    }
+    into.set(this.#pool.subarray(this.#at, this.#at + into.length));
+    this.#at += into.length;
   }
 }
 

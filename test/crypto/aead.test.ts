@@ -33,6 +33,19 @@ describe.each(sealers)('%s', (_name, make) => {
     );
   });
 
+  it('seals into a larger buffer at an offset, as seal does, touching nothing else', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 4096 }), fc.nat(100), (plain, at) => {
+        const out = new Uint8Array(at + plain.length + sealer.overhead + 50).fill(0xa5);
+        const n = sealer.sealInto(plain, out, at);
+        expect(n).toBe(plain.length + sealer.overhead);
+        expect(Buffer.compare(sealer.open(out.subarray(at, at + n), 'blob'), plain)).toBe(0);
+        expect(out.subarray(0, at).every((b) => b === 0xa5)).toBe(true);
+        expect(out.subarray(at + n).every((b) => b === 0xa5)).toBe(true);
+      }),
+    );
+  });
+
   it('opens a sealed object that sits inside a larger buffer', () => {
     const sealed = sealer.seal(Buffer.from('inside a pack'));
     const pack = new Uint8Array(sealed.length + 20);
@@ -94,5 +107,16 @@ describe('AesGcmSealer', () => {
     const plain = Buffer.alloc(1024, 0x61);
     const sealed = new AesGcmSealer(Buffer.alloc(32, 3)).seal(plain);
     expect(sealed.includes(Buffer.alloc(16, 0x61))).toBe(false);
+  });
+});
+
+describe('AesGcmSealer nonces', () => {
+  it('never repeats a nonce, across refills of its pool of random bytes', () => {
+    const sealer = new AesGcmSealer(Buffer.alloc(32, 9));
+    const seen = new Set<string>();
+    for (let i = 0; i < 2000; i++) {
+      seen.add(sealer.seal(Buffer.from('same plaintext')).subarray(0, 12).toString('hex'));
+    }
+    expect(seen.size).toBe(2000);
   });
 });
