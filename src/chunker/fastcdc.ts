@@ -183,6 +183,25 @@ export class Chunker {
     return out;
   }
 
+  /**
+   * Moves the unfinished chunk to the start of `into` and returns its length, so that bytes
+   * the caller then places right after it in `into` continue it in place: the chunk it ends
+   * is a view of `into`, not a new buffer (see #takePending). The move costs the copy that
+   * joining the pieces would have cost. Moves nothing (returns 0) when the chunk would take
+   * more than half of `into`.
+   */
+  carryInto(into: Uint8Array): number {
+    const n = this.#pendingLen;
+    if (n === 0 || n > into.length / 2) return 0;
+    let at = 0;
+    for (const piece of this.#pieces) {
+      into.set(piece, at);
+      at += piece.length;
+    }
+    this.#pieces = [into.subarray(0, n)];
+    return n;
+  }
+
   /** Whether the unfinished chunk still views `buffer` (memory a caller pushed). */
   holds(buffer: ArrayBufferLike): boolean {
     return this.#pieces.some((piece) => piece.buffer === buffer);
@@ -224,13 +243,18 @@ export class Chunker {
     this.#pieces = [staging.subarray(0, at)];
   }
 
-  /** The pending pieces plus `last` as one chunk; empties the pending state. */
+  /**
+   * The pending pieces plus `last` as one chunk; empties the pending state. Pieces that lie
+   * one after another in the same memory (see carryInto) become one view of it, not a copy.
+   */
   #takePending(last: Uint8Array): Uint8Array {
     const pieces = this.#pieces;
     if (last.length > 0) pieces.push(last);
     let chunk: Uint8Array;
-    if (pieces.length === 1 && pieces[0]!.buffer !== this.#staging?.buffer) {
-      chunk = pieces[0]!;
+    const first = pieces[0]!;
+    if (first.buffer !== this.#staging?.buffer && adjacent(pieces)) {
+      const length = this.#pendingLen + last.length;
+      chunk = pieces.length === 1 ? first : Buffer.from(first.buffer, first.byteOffset, length);
     } else {
       chunk = Buffer.allocUnsafe(this.#pendingLen + last.length);
       let at = 0;
@@ -244,6 +268,16 @@ export class Chunker {
     this.#hash = 0;
     return chunk;
   }
+}
+
+/** True when each piece starts where the one before it ends, in the same memory. */
+function adjacent(pieces: readonly Uint8Array[]): boolean {
+  for (let i = 1; i < pieces.length; i++) {
+    const a = pieces[i - 1]!;
+    const b = pieces[i]!;
+    if (b.buffer !== a.buffer || b.byteOffset !== a.byteOffset + a.length) return false;
+  }
+  return true;
 }
 
 /** Chunks an async byte stream; see `Chunker` for the buffer ownership rules. */

@@ -120,6 +120,28 @@ describe('Chunker', () => {
     );
   });
 
+  it('cuts the same chunks, none of them copied, when each read carries the unfinished chunk', () => {
+    fc.assert(
+      fc.property(splitInput, ({ data, parts }) => {
+        const chunker = new Chunker(SMALL, TABLE);
+        const reads = new Set<ArrayBufferLike>();
+        const chunks: Uint8Array[] = [];
+        for (const part of parts) {
+          const buf = new Uint8Array(2 * SMALL.max + part.length);
+          reads.add(buf.buffer);
+          const carried = chunker.carryInto(buf);
+          buf.set(part, carried);
+          chunks.push(...chunker.push(buf.subarray(carried, carried + part.length)));
+        }
+        chunks.push(...chunker.finish());
+        expect(lengths(chunks)).toEqual(referenceLengths(data, SMALL, TABLE));
+        expect(Buffer.concat(chunks).equals(Buffer.from(data))).toBe(true);
+        expect(chunks.every((c) => reads.has(c.buffer))).toBe(true);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
   it('matches the reference when a scan crosses the 64 KiB WebAssembly window', () => {
     const wide = { min: 4096, avg: 65536, max: 262_144 };
     const data = bytes(2 << 20, 11);
