@@ -6,6 +6,7 @@ import type { IdHasher } from '../crypto/index.js';
 import { CairnError, shortHex } from '../errors.js';
 import { type BlobType, hex } from '../repo/blob.js';
 import type { BlobStore, BlobStoreStats, PutResult } from '../repo/blob-store.js';
+import type { BlobTask } from '../repo/blob-task.js';
 import type { Repository } from '../repo/repository.js';
 import { byTime, resolveRef, type StoredSnapshot } from '../repo/snapshot.js';
 import { Excludes } from './excludes.js';
@@ -228,7 +229,7 @@ function currentUser(): string {
 }
 
 /** Where blobs go: the blob store, or, for a dry run, a counter that stores nothing. */
-type BlobSink = Pick<BlobStore, 'put' | 'flush'> & {
+type BlobSink = Pick<BlobStore, 'put' | 'task' | 'putFromTask' | 'flush'> & {
   readonly stats: Pick<BlobStoreStats, 'blobsAdded' | 'bytesAdded'>;
 };
 
@@ -247,14 +248,32 @@ class DryRunSink implements BlobSink {
   ) {}
 
   async put(type: BlobType, data: Uint8Array): Promise<PutResult> {
-    const id = this.hashId(data);
+    return this.count(type, this.hashId(data), data.length);
+  }
+
+  task<A, R>(module: URL, init: unknown): BlobTask<A, R> {
+    return this.store.task(module, init);
+  }
+
+  async putFromTask<A, R>(
+    type: BlobType,
+    task: BlobTask<A, R>,
+    args: A,
+  ): Promise<{ result: R; blobs: PutResult[] }> {
+    const { result, ids, lengths } = await this.store.hashFromTask(task, args);
+    const blobs: PutResult[] = [];
+    for (const [i, id] of ids.entries()) blobs.push(await this.count(type, id, lengths[i]!));
+    return { result, blobs };
+  }
+
+  private async count(type: BlobType, id: Buffer, length: number): Promise<PutResult> {
     const key = hex(id);
     if (this.seen.has(key)) return { id, added: false, storedSize: 0 };
     this.seen.add(key);
     if (await this.store.has(id)) return { id, added: false, storedSize: 0 };
     this.stats.blobsAdded[type]++;
-    this.stats.bytesAdded += data.length;
-    return { id, added: true, storedSize: data.length };
+    this.stats.bytesAdded += length;
+    return { id, added: true, storedSize: length };
   }
 
   async flush(): Promise<void> {}

@@ -5,19 +5,28 @@ import type { BlobStore } from '../repo/blob-store.js';
 import { ChunkerFeed, SharedBufferPool } from '../repo/shared-buffers.js';
 import { Semaphore } from '../util/semaphore.js';
 import { sourceCall, type WalkEntry } from './fsmeta.js';
-import { type ContentPart, mergeHoles } from './tree.js';
+import { SmallFileReader } from './small-files.js';
+import { type ContentPart, mergeHoles, type Xattr } from './tree.js';
+import { readXattrs } from './xattrs.js';
 
 /** A file as a tree entry records it. */
 export interface Content {
+  /** Read before its bytes. */
+  xattrs: Xattr[];
   parts: ContentPart[];
   size: number;
   /** The file changed while it was read; the parts hold what was read. */
   changed: boolean;
 }
 
+/**
+ * Where chunks go: `put` for chunks read here, a task for small files read on the blob
+ * store's worker threads (see small-files.ts).
+ */
+export type ContentSink = Pick<BlobStore, 'put' | 'task' | 'putFromTask'>;
+
 export interface ContentOptions {
-  /** Where chunks go. */
-  sink: Pick<BlobStore, 'put'>;
+  sink: ContentSink;
   chunker: { params: ChunkerParams; table: Uint32Array };
   /** Called with each chunk's length before it is stored; throwing stops the read. */
   onRead(bytes: number): void;
@@ -31,8 +40,6 @@ export interface ContentOptions {
  */
 const FILE_READS = 4;
 const CHUNKS_IN_FLIGHT = 8;
-/** Below this, chunks are hashed on the main thread (blob store), so plain memory is fine. */
-const SHARED_READ_MIN = 64 << 10;
 
 /**
  * Turns files into content parts: read, cut by the repository's chunker, each chunk stored
@@ -48,8 +55,11 @@ export class ContentSaver {
   private readonly buffers = readBufferPool(FILE_READS + 2);
   /** Files with several links, by device and inode, until every link has been seen. */
   private readonly links = new Map<string, { content: Promise<Content>; left: number }>();
+  private readonly small: SmallFileReader;
 
-  constructor(private readonly opts: ContentOptions) {}
+  constructor(private readonly opts: ContentOptions) {
+    this.small = new SmallFileReader(opts);
+  }
 
   /**
    * Links of one inode are stored as separate entries (the restorer links them again by
@@ -71,6 +81,11 @@ export class ContentSaver {
   }
 
   private async read(item: WalkEntry): Promise<Content> {
+    if (item.stat.size <= SMALL_FILE_MAX) {
+      this.current = item.path;
+      return this.small.read(item);
+    }
+    const xattrs = await sourceCall(item.path, () => readXattrs(item.path, 'file'));
     await this.files.acquire();
     try {
       this.current = item.path;
@@ -81,7 +96,7 @@ export class ContentSaver {
         this.opts.onRead(chunk.length);
         return this.savePart(chunk, parts);
       });
-      return { parts: mergeHoles(await Promise.all(parts)), ...read };
+      return { xattrs, parts: mergeHoles(await Promise.all(parts)), ...read };
     } finally {
       this.files.release();
     }
@@ -114,6 +129,29 @@ export interface FileRead {
 }
 
 /**
+ * Files up to this size are read on the blob workers, in batches (see small-files.ts).
+ * Larger ones are read here, asynchronously, in READ_SIZE pieces.
+ */
+const SMALL_FILE_MAX = 1n << 20n;
+
+/** The lstat fields that tell whether a file changed while it was read. */
+export type FileIdentity = Pick<BigIntStats, 'size' | 'mtimeNs' | 'ino'>;
+
+/**
+ * Where `readChunks` gets its read buffers and chunks them: a `ChunkerFeed` (shared memory,
+ * so chunks reach the hashing workers without a copy), or a read task's arena.
+ */
+export interface ReadFeed {
+  /** A buffer of `length` bytes at most (never empty), to fill and push. */
+  take(length: number): Buffer;
+  push(data: Uint8Array): Uint8Array[];
+  finish(): Uint8Array[];
+  /** Releases the buffers the chunker no longer holds. */
+  settle(): void;
+  releaseAll(): void;
+}
+
+/**
  * Large reads keep syscalls and thread-pool round trips rare, and a chunk that spans two
  * reads is copied by the chunker: with 4 MiB reads (4 × the default average chunk) that
  * copying took 149 ms of main-thread time for 1 GiB, against 764 ms with 1 MiB reads.
@@ -124,13 +162,14 @@ const GROW_READ = 64 << 10;
 /** Never follow a symlink swapped in since lstat, never block on a FIFO swapped in. */
 const OPEN_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 /**
- * Files up to this size are read with synchronous calls, as listDir lstats: four async calls
- * (open, read, fstat, close) cost more main-thread time than reading a small cached file
- * (10 000 small files: 8.3 s async, 1.5 s of it in those hand-offs). Larger files are read
- * asynchronously, where the hand-off is amortised over 1 MiB reads and the event loop stays
- * free for the blob store while the disk works.
+ * Files up to this size are read with synchronous calls: four async calls (open, read,
+ * fstat, close) cost more than reading a small cached file (10 000 small files: 8.3 s
+ * async, 1.5 s of it in those hand-offs). A backup reads them on the blob workers, where a
+ * wait for the disk blocks no other work (see small-files.ts); a live diff on the main
+ * thread. Larger files are read asynchronously, where the hand-off is amortised over 4 MiB
+ * reads and the event loop stays free for the blob store while the disk works.
  */
-const SYNC_READ_MAX = 1 << 20;
+const SYNC_READ_MAX = Number(SMALL_FILE_MAX);
 
 /** The calls a file read needs, synchronous or not. */
 interface FileReader {
@@ -164,8 +203,8 @@ async function openReader(path: Buffer, size: number): Promise<FileReader> {
  */
 export async function readChunks(
   path: Buffer,
-  st: BigIntStats,
-  feed: ChunkerFeed,
+  st: FileIdentity,
+  feed: ReadFeed,
   onChunk: (chunk: Uint8Array) => Promise<void>,
 ): Promise<FileRead> {
   const expected = Number(st.size);
@@ -175,14 +214,13 @@ export async function readChunks(
     for (;;) {
       // One byte more than expected, so a file read whole ends in a short read: no extra call.
       const len = pos <= expected ? Math.min(READ_SIZE, expected - pos + 1) : GROW_READ;
-      // Large reads go to shared memory, so chunks reach the hashing workers without a copy.
-      const buf = len >= SHARED_READ_MIN ? feed.take(len) : Buffer.allocUnsafe(len);
-      const bytesRead = await sourceCall(path, () => file.read(buf, len, pos));
+      const buf = feed.take(len);
+      const bytesRead = await sourceCall(path, () => file.read(buf, buf.length, pos));
       if (bytesRead === 0) break;
       pos += bytesRead;
       for (const chunk of feed.push(buf.subarray(0, bytesRead))) await onChunk(chunk);
       feed.settle();
-      if (bytesRead < len && pos >= expected) break;
+      if (bytesRead < buf.length && pos >= expected) break;
     }
     for (const chunk of feed.finish()) await onChunk(chunk);
     const end = await sourceCall(path, () => file.stat());

@@ -5,7 +5,7 @@ import { CairnError, shortHex } from '../errors.js';
 import type { BlobStore } from '../repo/blob-store.js';
 import { Semaphore } from '../util/semaphore.js';
 import type { BackupCounts, BackupEvent, PathNode } from './archiver.js';
-import { ContentSaver } from './content.js';
+import { ContentSaver, type ContentSink } from './content.js';
 import type { Excludes } from './excludes.js';
 import {
   type DirListing,
@@ -24,7 +24,7 @@ import { readXattrs } from './xattrs.js';
 
 export interface WalkContext {
   /** Where new data and trees go. */
-  sink: Pick<BlobStore, 'put'>;
+  sink: ContentSink;
   /** Where the parent's trees come from. */
   store: Pick<BlobStore, 'get'>;
   owners: OwnerNames;
@@ -39,9 +39,11 @@ export interface WalkContext {
 /**
  * Entries being saved (xattrs, symlink target, content) at once. The walk itself is
  * sequential, depth first, and runs ahead of the entries it hands out until this limit (or
- * the content saver's) makes it wait, which bounds memory.
+ * the content saver's) makes it wait, which bounds memory. Small files are read in batches
+ * of up to 64 (see small-files.ts), so this must admit several batches: on the peers bench
+ * tree from a cold cache, 64 took 34-35 s and 256 took 27-30 s (2 runs each, load ~3).
  */
-const ENTRY_TASKS = 32;
+const ENTRY_TASKS = 256;
 /** Parent subtrees being loaded ahead of the walk, per directory level. */
 const SUBTREES_AHEAD = 8;
 
@@ -293,16 +295,19 @@ export class TreeWalker {
     const type = item.kind as EntryType;
     const entry = entryFromStat(item.name, type, item.stat, this.ctx.owners);
     try {
-      entry.xattrs = await sourceCall(item.path, () => readXattrs(item.path, type));
-      if (type === 'symlink') entry.target = await readTarget(item.path);
       if (type === 'file') {
+        // The content saver reads a file's xattrs with its bytes, on a worker for small files.
         const content = await this.content.save(item);
         if (content.changed) {
           const message = 'file changed while it was read; stored as read';
           this.ctx.report({ type: 'warning', path: item.path, message });
         }
+        entry.xattrs = content.xattrs;
         entry.content = content.parts;
         entry.size = content.size;
+      } else {
+        entry.xattrs = await sourceCall(item.path, () => readXattrs(item.path, type));
+        if (type === 'symlink') entry.target = await readTarget(item.path);
       }
     } catch (err) {
       this.sourceFailed(err);

@@ -4,11 +4,14 @@ import { CairnError, shortHex } from '../errors.js';
 import { Semaphore } from '../util/semaphore.js';
 import { type Backend, type BackendTraits, LOCAL_TRAITS } from './backend/backend.js';
 import { type BlobLocation, type BlobType, hex } from './blob.js';
-import { decodeBlob, encodeBlob } from './blob-codec.js';
+import { BlobEncoder, decodeBlob } from './blob-codec.js';
+import type { BlobTask } from './blob-task.js';
 import type { BlobWorkerInit } from './blob-worker.js';
 import { encodeSegment, segmentName } from './index-segment.js';
 import type { IndexView } from './index-view.js';
-import { allocShared, PackBuilder, packName } from './pack.js';
+import { allocShared, PackBuilder, type PackEntry, packName } from './pack.js';
+import { PackStream } from './pack-stream.js';
+import { SharedBufferPool } from './shared-buffers.js';
 import { BlobWorkerPool } from './worker-pool.js';
 
 export interface BlobStoreOptions {
@@ -39,6 +42,26 @@ export interface BlobStoreStats {
 
 /** Blobs below this are hashed and sealed on the main thread: a worker round trip costs more. */
 const INLINE_LIMIT = 64 << 10;
+/**
+ * The workers write sealed blobs into these, lent by the blob store, unless they do not fit:
+ * a chunk of the default chunker (up to 2 MiB) or a batch of small files (see
+ * files/small-files.ts: 2 MiB, plus one file of up to 1 MiB). Buffers transferred back
+ * instead were dead on the main thread once copied into the pack: with the sealed bytes of
+ * a 1.9 GB backup passing through them, the main thread's garbage array buffers reached
+ * ~100 MiB (main thread `arrayBuffers` 92 → 201 MiB over the run).
+ */
+const SLAB_SIZE = 4 << 20;
+/**
+ * Seals in flight, each holding a slab. A slab is only kept while its seal runs, and every
+ * one is kept for reuse: shared memory is not pressure to V8's collector, so slabs dropped
+ * past a smaller spare count piled up (main thread `arrayBuffers` up to 557 MiB with 4
+ * spares and up to 10 seals at once). Two per worker keep each worker's queue non-empty.
+ */
+const SLABS = 4;
+type Pack = PackBuilder | PackStream;
+
+/** Each of a streamed pack's two staging buffers: a write call per MiB. */
+const STAGE_SIZE = 1 << 20;
 /** Room past the target pack size for the blob that crosses it and the TOC. */
 const PACK_SLACK = 4 << 20;
 /**
@@ -79,9 +102,12 @@ export class BlobStore {
   };
   /** Blobs of this session not yet in the view: location once their pack is durable. */
   private readonly session = new Map<string, BlobLocation | undefined>();
-  private readonly builders: { data: PackBuilder; meta: PackBuilder };
+  /** The packs being filled, started at their first blob. */
+  private readonly builders: { data?: Pack; meta?: Pack } = {};
   /** Buffers of written packs, reused for the next ones. */
   private readonly spareBuffers: Buffer[] = [];
+  /** Staging buffers of streamed packs, likewise. */
+  private readonly spareStages: (readonly [Buffer, Buffer])[] = [];
   private readonly writing = new Set<Promise<void>>();
   private unindexed: BlobLocation[] = [];
   private segmentChain: Promise<void> = Promise.resolve();
@@ -89,6 +115,10 @@ export class BlobStore {
   private pool: BlobWorkerPool | undefined;
   private readonly slots: Semaphore;
   private readonly traits: BackendTraits;
+  private readonly encoder: BlobEncoder;
+  /** Shared memory the workers seal into (see blob-worker.ts). */
+  private readonly slabs = new SharedBufferPool(SLAB_SIZE, SLABS);
+  private readonly slabSlots = new Semaphore(SLABS);
   private failure: unknown;
 
   constructor(
@@ -99,8 +129,8 @@ export class BlobStore {
     private readonly workerInit: BlobWorkerInit,
     private readonly opts: BlobStoreOptions,
   ) {
-    this.builders = { data: this.newBuilder(), meta: this.newBuilder() };
     this.traits = backend.traits ?? LOCAL_TRAITS;
+    this.encoder = new BlobEncoder(sealer, opts.compressionLevel);
     this.slots = new Semaphore(2 * (opts.workers ?? availableParallelism()) + 2);
   }
 
@@ -108,23 +138,77 @@ export class BlobStore {
     this.throwIfFailed();
     if (data.length < INLINE_LIMIT) {
       const id = this.hashId(data);
-      if (!(await this.claim(id))) return { id, added: false, storedSize: 0 };
-      const { sealed, flags } = encodeBlob(data, this.sealer, this.opts.compressionLevel);
+      if (!this.claim(id)) return { id, added: false, storedSize: 0 };
+      const { sealed, flags } = this.encoder.encode(data);
       return this.addToPack(type, id, flags, data.length, sealed);
     }
     await this.slots.acquire();
     try {
       const pool = this.workerPool();
       const { job, worker, id } = await pool.hash(data);
-      if (!(await this.claim(id))) {
+      if (!this.claim(id)) {
         pool.drop(job, worker);
         return { id, added: false, storedSize: 0 };
       }
-      const { sealed, flags } = await pool.seal(job, worker);
-      return await this.addToPack(type, id, flags, data.length, sealed);
+      return await this.withSlab(async (slab) => {
+        const { sealed, flags } = await pool.seal(job, worker, slab);
+        return this.addToPack(type, id, flags, data.length, sealed);
+      });
     } finally {
       this.slots.release();
     }
+  }
+
+  /**
+   * Loads a task module on the worker threads (see blob-task.ts): `module` exports
+   * `createTask`, which each worker calls with `init`.
+   */
+  task<A, R>(module: URL, init: unknown): BlobTask<A, R> {
+    return { id: this.workerPool().loadTask(module, init) };
+  }
+
+  /**
+   * Runs `task` with `args` on a worker and stores the blobs it makes as `put` would, each
+   * hashed, compressed and sealed there; one message each way carries all of them. Blobs
+   * are returned in the task's order. The caller bounds the runs in flight: each holds its
+   * blobs on a worker until they are sealed.
+   */
+  async putFromTask<A, R>(
+    type: BlobType,
+    task: BlobTask<A, R>,
+    args: A,
+  ): Promise<{ result: R; blobs: PutResult[] }> {
+    this.throwIfFailed();
+    const pool = this.workerPool();
+    const run = await pool.produce(task.id, args);
+    const keep: number[] = [];
+    const blobs = run.ids.map((id, i): PutResult => {
+      if (this.claim(id)) keep.push(i);
+      return { id, added: false, storedSize: 0 };
+    });
+    if (keep.length === 0) {
+      pool.dropRun(run.job, run.worker);
+      return { result: run.result as R, blobs };
+    }
+    await this.withSlab(async (slab) => {
+      const sealed = await pool.sealSome(run.job, run.worker, keep, slab);
+      for (const [k, i] of keep.entries()) {
+        const { sealed: bytes, flags } = sealed[k]!;
+        blobs[i] = await this.addToPack(type, blobs[i]!.id, flags, run.lengths[i]!, bytes);
+      }
+    });
+    return { result: run.result as R, blobs };
+  }
+
+  /** Runs `task` as `putFromTask` does and stores nothing: its result and blob IDs. */
+  async hashFromTask<A, R>(
+    task: BlobTask<A, R>,
+    args: A,
+  ): Promise<{ result: R; ids: Buffer[]; lengths: number[] }> {
+    const pool = this.workerPool();
+    const run = await pool.produce(task.id, args);
+    pool.dropRun(run.job, run.worker);
+    return { result: run.result as R, ids: run.ids, lengths: run.lengths };
   }
 
   /**
@@ -167,13 +251,32 @@ export class BlobStore {
     this.throwIfFailed();
   }
 
+  /** Ends the worker threads; packs not flushed are discarded (a failed backup's). */
   async close(): Promise<void> {
+    for (const cls of ['data', 'meta'] as const) {
+      const builder = this.builders[cls];
+      this.builders[cls] = undefined;
+      if (builder instanceof PackStream) await builder.abort().catch(() => undefined);
+    }
+    await Promise.all(this.writing);
     await this.pool?.close();
     this.pool = undefined;
   }
 
+  /** Runs `work` (a seal on a worker, then adding what it sealed to packs) with a slab. */
+  private async withSlab<T>(work: (slab: Buffer) => Promise<T>): Promise<T> {
+    await this.slabSlots.acquire();
+    const slab = this.slabs.take();
+    try {
+      return await work(slab);
+    } finally {
+      this.slabs.release(slab);
+      this.slabSlots.release();
+    }
+  }
+
   /** True when the caller should store the blob; false when it is already stored. */
-  private async claim(id: Buffer): Promise<boolean> {
+  private claim(id: Buffer): boolean {
     const key = hex(id);
     if (this.session.has(key)) return false;
     this.session.set(key, undefined);
@@ -192,19 +295,23 @@ export class BlobStore {
     sealed: Buffer,
   ): Promise<PutResult> {
     const cls = type === 'data' ? 'data' : 'meta';
-    const builder = this.builders[cls];
-    builder.add({ id, type, flags, rawLength }, sealed);
+    const builder = this.builders[cls] ?? this.newBuilder();
+    this.builders[cls] = builder;
+    // Placed now, in call order; a streamed pack copies it later (`sealed` is kept till then).
+    const added = builder.add({ id, type, flags, rawLength }, sealed);
     this.stats.blobsAdded[type]++;
     this.stats.bytesAdded += sealed.length;
     this.stats.rawBytesAdded += rawLength;
     if (builder.byteSize >= this.opts.packSize) {
-      this.builders[cls] = this.newBuilder();
-      await this.startPackWrite(builder);
+      this.builders[cls] = undefined;
+      await Promise.all([added, this.startPackWrite(builder)]);
+    } else {
+      await added;
     }
     return { id, added: true, storedSize: sealed.length };
   }
 
-  private async startPackWrite(builder: PackBuilder): Promise<void> {
+  private async startPackWrite(builder: Pack): Promise<void> {
     while (this.writing.size >= PACK_WRITES_IN_FLIGHT) await Promise.race(this.writing);
     this.throwIfFailed();
     const p = this.writePack(builder)
@@ -215,18 +322,11 @@ export class BlobStore {
     this.writing.add(p);
   }
 
-  private async writePack(builder: PackBuilder): Promise<void> {
-    const pool = this.workerPool();
-    const wanted = this.traits.digests;
-    let md5: Buffer | undefined;
-    const { id, bytes, entries } = await builder.finish(this.sealer, async (b) => {
-      const d = await pool.digests(b, wanted.includes('md5'));
-      md5 = d.md5;
-      return d.sha256;
-    });
-    const sha256 = wanted.includes('sha256') ? id : undefined;
-    await this.backend.write(packName(id), bytes, { digests: { md5, sha256 } });
-    this.spareBuffers.push(builder.buffer);
+  private async writePack(builder: Pack): Promise<void> {
+    const { id, entries } =
+      builder instanceof PackStream
+        ? await builder.finish(this.sealer).finally(() => this.spareStages.push(builder.stages))
+        : await this.writeBuilt(builder);
     this.stats.packsWritten++;
     for (const e of entries) {
       const loc = { ...e, pack: id };
@@ -238,11 +338,27 @@ export class BlobStore {
     if (full || Date.now() - this.lastSegmentAt >= checkpoint) await this.queueSegment();
   }
 
+  /** A pack built in memory: its digests on a worker, then one write. */
+  private async writeBuilt(builder: PackBuilder): Promise<{ id: Buffer; entries: PackEntry[] }> {
+    const pool = this.workerPool();
+    const wanted = this.traits.digests;
+    let md5: Buffer | undefined;
+    const { id, bytes, entries } = await builder.finish(this.sealer, async (b) => {
+      const d = await pool.digests(b, wanted.includes('md5'));
+      md5 = d.md5;
+      return d.sha256;
+    });
+    const sha256 = wanted.includes('sha256') ? id : undefined;
+    await this.backend.write(packName(id), bytes, { digests: { md5, sha256 } });
+    this.spareBuffers.push(builder.buffer);
+    return { id, entries };
+  }
+
   private async flushPacks(): Promise<void> {
     for (const cls of ['data', 'meta'] as const) {
       const builder = this.builders[cls];
-      if (builder.count === 0) continue;
-      this.builders[cls] = this.newBuilder();
+      if (!builder || builder.count === 0) continue;
+      this.builders[cls] = undefined;
       await this.startPackWrite(builder);
     }
     await Promise.all(this.writing);
@@ -269,10 +385,15 @@ export class BlobStore {
   }
 
   /**
-   * A builder whose buffer already holds a full pack, so it never grows by doubling (which
-   * left 32 MiB buffers behind). Untouched pages of a fresh buffer cost no memory.
+   * A pack streamed to the backend when it can take one (see PackStream), else built in a
+   * buffer that already holds a full pack, so it never grows by doubling (which left 32 MiB
+   * buffers behind). Untouched pages of a fresh buffer cost no memory.
    */
-  private newBuilder(): PackBuilder {
+  private newBuilder(): Pack {
+    if (this.backend.startObject) {
+      const stages = this.spareStages.pop() ?? [Buffer.alloc(STAGE_SIZE), Buffer.alloc(STAGE_SIZE)];
+      return new PackStream(this.backend.startObject('data'), stages);
+    }
     return new PackBuilder(this.spareBuffers.pop() ?? allocShared(this.opts.packSize + PACK_SLACK));
   }
 

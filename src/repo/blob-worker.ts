@@ -3,7 +3,8 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { AesGcmSealer, ChecksumSealer, keyedIdHasher, plainIdHasher } from '../crypto/index.js';
 import { CairnError, type ErrorCode } from '../errors.js';
 import type { BlobLocation } from './blob.js';
-import { decodeBlob, encodeBlob } from './blob-codec.js';
+import { BlobEncoder, decodeBlob } from './blob-codec.js';
+import type { BlobTaskOutput, CreateBlobTask } from './blob-task.js';
 
 export interface BlobWorkerInit {
   /** AES-256-GCM key, or null for an unencrypted repository. */
@@ -15,23 +16,45 @@ export interface BlobWorkerInit {
 
 export type BlobWorkerRequest =
   | { op: 'hash'; job: number; data: Uint8Array }
-  | { op: 'seal'; job: number }
+  /** Seals a held blob into `into` (see SealTarget). */
+  | { op: 'seal'; job: number; into?: Uint8Array }
   | { op: 'drop'; job: number }
   | { op: 'open'; job: number; sealed: Uint8Array; loc: BlobLocation }
   /** SHA-256 of `data` (a pack), and its MD5 when asked (a backend sends it with the body). */
-  | { op: 'digests'; job: number; data: Uint8Array; md5?: boolean };
+  | { op: 'digests'; job: number; data: Uint8Array; md5?: boolean }
+  /** Imports a task module (see blob-task.ts); its runs wait for it. No reply. */
+  | { op: 'load'; task: number; module: string; init: unknown }
+  /** Runs a task: its blobs are hashed and held, as with `hash`, until `seal-some`/`drop`. */
+  | { op: 'produce'; job: number; task: number; args: unknown }
+  /** Seals the held blobs of a `produce` job at the given indices, drops the rest. */
+  | { op: 'seal-some'; job: number; keep: number[]; into?: Uint8Array };
+
+/*
+ * Sealed blobs are written one after another into `into`, shared memory the main thread
+ * lends (and reuses) when they fit, else into a buffer of the worker's that is transferred:
+ * either way no copy crosses the threads, and in the first no dead buffer is left to the
+ * main thread's collector.
+ */
 
 export interface BlobWorkerReply {
   job: number;
   id?: Uint8Array;
   md5?: Uint8Array;
+  /** Sealed blobs when they did not fit in `into`. */
   sealed?: Uint8Array;
-  flags?: number;
   /** Plaintext of an opened blob. */
   data?: Uint8Array;
+  /** `produce`: the task's result, and the IDs of its blobs (32 bytes each, in order). */
+  result?: unknown;
+  ids?: Uint8Array;
+  /** `produce`: the lengths of its blobs; seals: the sealed lengths and flags. */
+  lengths?: number[];
+  flags?: number[];
   error?: string;
   code?: ErrorCode;
 }
+
+type Held = Uint8Array | BlobTaskOutput<unknown>;
 
 if (parentPort) {
   const port = parentPort;
@@ -40,38 +63,106 @@ if (parentPort) {
     ? new AesGcmSealer(Buffer.from(init.encryptionKey))
     : new ChecksumSealer();
   const hashId = init.idKey ? keyedIdHasher(Buffer.from(init.idKey)) : plainIdHasher();
-  const held = new Map<number, Uint8Array>();
+  const encoder = new BlobEncoder(sealer, init.compressionLevel);
+  /** Blobs hashed and not yet sealed or dropped, by job: one, or a task run's several. */
+  const held = new Map<number, Held>();
+  const tasks = new Map<number, Promise<(args: unknown) => unknown>>();
+
+  const reply = (r: BlobWorkerReply, transfer: ArrayBuffer[] = []) => port.postMessage(r, transfer);
+
+  const take = (job: number): Held => {
+    const h = held.get(job);
+    if (!h) throw new Error(`blob job ${job} is not held by this worker`);
+    held.delete(job);
+    return h;
+  };
+
+  const seal = (job: number, blobs: Uint8Array[], into: Uint8Array | undefined) => {
+    const bound = blobs.reduce((n, b) => n + encoder.bound(b), 0);
+    const out = into && bound <= into.length ? into : new Uint8Array(bound);
+    const lengths: number[] = [];
+    const flags: number[] = [];
+    let at = 0;
+    for (const b of blobs) {
+      const r = encoder.encodeInto(b, out, at);
+      at += r.length;
+      lengths.push(r.length);
+      flags.push(r.flags);
+    }
+    if (out === into) reply({ job, lengths, flags });
+    else reply({ job, sealed: out, lengths, flags }, [out.buffer as ArrayBuffer]);
+  };
+
+  const produce = async (msg: { job: number; task: number; args: unknown }) => {
+    const run = tasks.get(msg.task);
+    if (!run) throw new Error(`blob task ${msg.task} is not loaded on this worker`);
+    const out = (await (await run)(msg.args)) as BlobTaskOutput<unknown>;
+    const ids = new Uint8Array(32 * out.blobs.length);
+    for (const [i, b] of out.blobs.entries()) ids.set(hashId(b), 32 * i);
+    held.set(msg.job, out);
+    const lengths = out.blobs.map((b) => b.length);
+    reply({ job: msg.job, result: out.result, ids, lengths }, [ids.buffer]);
+  };
+
+  const handle = (msg: BlobWorkerRequest) => {
+    switch (msg.op) {
+      case 'hash':
+        held.set(msg.job, msg.data);
+        return reply({ job: msg.job, id: hashId(msg.data) });
+      case 'seal': {
+        const data = take(msg.job);
+        if (!(data instanceof Uint8Array)) throw new Error(`blob job ${msg.job} is a task run`);
+        return seal(msg.job, [data], msg.into);
+      }
+      case 'seal-some': {
+        const run = take(msg.job);
+        if (run instanceof Uint8Array) throw new Error(`blob job ${msg.job} is not a task run`);
+        seal(
+          msg.job,
+          msg.keep.map((i) => run.blobs[i]!),
+          msg.into,
+        );
+        return run.release?.();
+      }
+      case 'drop': {
+        const h = held.get(msg.job);
+        held.delete(msg.job);
+        if (h && !(h instanceof Uint8Array)) h.release?.();
+        return;
+      }
+      case 'digests': {
+        const id = createHash('sha256').update(msg.data).digest();
+        const md5 = msg.md5 ? createHash('md5').update(msg.data).digest() : undefined;
+        return reply({ job: msg.job, id, md5 });
+      }
+      case 'open': {
+        const sealed = Buffer.from(msg.sealed.buffer, msg.sealed.byteOffset, msg.sealed.byteLength);
+        const data = decodeBlob(sealed, msg.loc, sealer, hashId);
+        return reply({ job: msg.job, data }, ownedBuffer(data));
+      }
+      case 'load': {
+        const loading = import(msg.module).then(
+          (m: { createTask: CreateBlobTask<unknown, unknown, unknown> }) => m.createTask(msg.init),
+        );
+        loading.catch(() => undefined); // reported to each run that needs it
+        tasks.set(msg.task, loading as Promise<(args: unknown) => unknown>);
+        return;
+      }
+      case 'produce':
+        return void produce(msg).catch((err) => fail(msg.job, err));
+    }
+  };
+
+  const fail = (job: number, err: unknown) => {
+    const code = err instanceof CairnError ? err.code : undefined;
+    reply({ job, error: (err as Error).message, code });
+  };
 
   port.on('message', (msg: BlobWorkerRequest) => {
     try {
-      if (msg.op === 'hash') {
-        held.set(msg.job, msg.data);
-        port.postMessage({ job: msg.job, id: hashId(msg.data) } satisfies BlobWorkerReply);
-      } else if (msg.op === 'seal') {
-        const data = held.get(msg.job);
-        held.delete(msg.job);
-        if (!data) throw new Error(`blob job ${msg.job} is not held by this worker`);
-        const { sealed, flags } = encodeBlob(data, sealer, init.compressionLevel);
-        const out = new Uint8Array(sealed.buffer, sealed.byteOffset, sealed.byteLength);
-        port.postMessage(
-          { job: msg.job, sealed: out, flags } satisfies BlobWorkerReply,
-          ownedBuffer(sealed),
-        );
-      } else if (msg.op === 'digests') {
-        const id = createHash('sha256').update(msg.data).digest();
-        const md5 = msg.md5 ? createHash('md5').update(msg.data).digest() : undefined;
-        port.postMessage({ job: msg.job, id, md5 } satisfies BlobWorkerReply);
-      } else if (msg.op === 'open') {
-        const sealed = Buffer.from(msg.sealed.buffer, msg.sealed.byteOffset, msg.sealed.byteLength);
-        const data = decodeBlob(sealed, msg.loc, sealer, hashId);
-        port.postMessage({ job: msg.job, data } satisfies BlobWorkerReply, ownedBuffer(data));
-      } else {
-        held.delete(msg.job);
-      }
+      handle(msg);
     } catch (err) {
-      const code = err instanceof CairnError ? err.code : undefined;
-      const error = (err as Error).message;
-      port.postMessage({ job: msg.job, error, code } satisfies BlobWorkerReply);
+      fail((msg as { job?: number }).job ?? 0, err);
     }
   });
 }

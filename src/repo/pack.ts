@@ -129,7 +129,7 @@ export class PackBuilder {
  */
 export const PACK_PADDING = 64 << 10;
 
-function paddingFor(size: number): number {
+export function paddingFor(size: number): number {
   return (PACK_PADDING - (size % PACK_PADDING)) % PACK_PADDING;
 }
 

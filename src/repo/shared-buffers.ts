@@ -72,11 +72,19 @@ export class ChunkerFeed {
     private readonly chunker: Chunker,
   ) {}
 
-  /** A pool buffer of `length` bytes at most, to fill and push. */
+  /**
+   * A pool buffer of `length` bytes at most, to fill and push. The chunker's unfinished
+   * chunk is moved to the start of the pool buffer first (see Chunker.carryInto), so the
+   * space returned may be shorter: a chunk then never spans two buffers, and none is copied
+   * into fresh memory. Spanning chunks were so copied, then copied again to reach a worker
+   * (shared memory does not need to be): for a backup of eight sparse 32 MiB files (2 MiB
+   * chunks of zeros, each spanning reads) the main thread's malloc heap peaked at 68 MiB.
+   */
   take(length: number): Buffer {
     const buf = this.pool.take();
     this.held.push(buf);
-    return buf.subarray(0, length);
+    const carried = this.chunker.carryInto(buf);
+    return buf.subarray(carried, carried + Math.min(length, buf.length - carried));
   }
 
   /** Takes over the caller's reference to the pool buffer `data` views (if it does). */

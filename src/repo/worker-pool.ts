@@ -2,7 +2,17 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { CairnError } from '../errors.js';
 import type { BlobLocation } from './blob.js';
+import { workerModule } from './blob-task.js';
 import type { BlobWorkerInit, BlobWorkerReply, BlobWorkerRequest } from './blob-worker.js';
+
+/** A task run on a worker: its result and the IDs and lengths of the blobs it holds there. */
+export interface TaskRun {
+  job: number;
+  worker: number;
+  result: unknown;
+  ids: Buffer[];
+  lengths: number[];
+}
 
 /**
  * Worker threads that hash, compress and seal blobs so the main thread only reads and
@@ -12,16 +22,76 @@ import type { BlobWorkerInit, BlobWorkerReply, BlobWorkerRequest } from './blob-
 export class BlobWorkerPool {
   private readonly workers: Worker[] = [];
   private readonly waiting = new Map<number, (r: BlobWorkerReply) => void>();
+  /** Task runs on each worker not yet sealed or dropped: a new run goes to the least busy. */
+  private readonly runs: number[] = [];
   private nextJob = 1;
+  private nextTask = 1;
   private failure: Error | undefined;
 
   constructor(init: BlobWorkerInit, size = defaultWorkerCount()) {
     for (let i = 0; i < size; i++) {
-      const w = new Worker(workerScript(), { workerData: init });
+      const w = new Worker(workerModule('./blob-worker.js', import.meta.url), {
+        workerData: init,
+      });
       w.on('message', (r: BlobWorkerReply) => this.settle(r));
       w.on('error', (err) => this.fail(err));
       this.workers.push(w);
+      this.runs.push(0);
     }
+  }
+
+  /** Imports a task module on every worker (see blob-task.ts); returns the task's number. */
+  loadTask(module: URL, init: unknown): number {
+    const task = this.nextTask++;
+    const msg: BlobWorkerRequest = { op: 'load', task, module: module.href, init };
+    for (const w of this.workers) w.postMessage(msg);
+    return task;
+  }
+
+  /**
+   * Runs a task on the worker with the fewest runs outstanding (a run may wait on a disk
+   * while the other worker computes). Its blobs stay there until `sealSome` or `drop`.
+   */
+  async produce(task: number, args: unknown): Promise<TaskRun> {
+    const job = this.nextJob++;
+    // Ties go round: with runs short enough that none is left outstanding, the first
+    // worker would otherwise get every run.
+    const n = this.workers.length;
+    let worker = job % n;
+    for (let k = 1; k < n; k++) {
+      const w = (job + k) % n;
+      if (this.runs[w]! < this.runs[worker]!) worker = w;
+    }
+    this.runs[worker]!++;
+    try {
+      const reply = await this.request(worker, { op: 'produce', job, task, args });
+      const all = asBuffer(reply.ids!);
+      const ids: Buffer[] = [];
+      for (let at = 0; at < all.length; at += 32) ids.push(all.subarray(at, at + 32));
+      return { job, worker, result: reply.result, ids, lengths: reply.lengths! };
+    } catch (err) {
+      this.runs[worker]!--;
+      throw err;
+    }
+  }
+
+  /**
+   * Seals the blobs of a `produce` job at `keep` and drops the others. The sealed blobs are
+   * written into `into` (shared memory) when they fit there; the views returned may lie in it.
+   */
+  async sealSome(job: number, worker: number, keep: number[], into?: Buffer): Promise<Sealed[]> {
+    try {
+      const reply = await this.request(worker, { op: 'seal-some', job, keep, into });
+      return sealedBlobs(reply, into);
+    } finally {
+      this.runs[worker]!--;
+    }
+  }
+
+  /** Drops a `produce` job's blobs: none of them is to be stored. */
+  dropRun(job: number, worker: number): void {
+    this.runs[worker]!--;
+    this.drop(job, worker);
   }
 
   /**
@@ -63,9 +133,10 @@ export class BlobWorkerPool {
     return asBuffer(reply.data!);
   }
 
-  async seal(job: number, worker: number): Promise<{ sealed: Buffer; flags: number }> {
-    const reply = await this.request(worker, { op: 'seal', job });
-    return { sealed: asBuffer(reply.sealed!), flags: reply.flags! };
+  /** Seals a hashed blob, into `into` when it fits (as `sealSome`). */
+  async seal(job: number, worker: number, into?: Buffer): Promise<Sealed> {
+    const reply = await this.request(worker, { op: 'seal', job, into });
+    return sealedBlobs(reply, into)[0]!;
   }
 
   drop(job: number, worker: number): void {
@@ -78,7 +149,7 @@ export class BlobWorkerPool {
 
   private request(
     worker: number,
-    msg: BlobWorkerRequest,
+    msg: Exclude<BlobWorkerRequest, { op: 'load' }>,
     transfer: ArrayBuffer[] = [],
   ): Promise<BlobWorkerReply> {
     if (this.failure) return Promise.reject(this.failure);
@@ -109,14 +180,20 @@ function defaultWorkerCount(): number {
   return Math.max(1, availableParallelism());
 }
 
-/**
- * The compiled worker script. Under Vitest this module runs from `src/*.ts`, where no
- * worker script exists, so it uses the build in `dist/` (`npm test` builds first).
- */
-function workerScript(): URL {
-  const here = new URL('./blob-worker.js', import.meta.url);
-  if (!import.meta.url.endsWith('.ts')) return here;
-  return new URL(here.href.replace('/src/repo/', '/dist/src/repo/'));
+export interface Sealed {
+  sealed: Buffer;
+  flags: number;
+}
+
+/** The sealed blobs of a reply, one after another in `into` or in the transferred buffer. */
+function sealedBlobs(reply: BlobWorkerReply, into: Buffer | undefined): Sealed[] {
+  const all = reply.sealed ? asBuffer(reply.sealed) : into!;
+  let at = 0;
+  return reply.lengths!.map((length, i) => {
+    const sealed = all.subarray(at, at + length);
+    at += length;
+    return { sealed, flags: reply.flags![i]! };
+  });
 }
 
 /** A Buffer over the same memory (Buffer.from(Uint8Array) would copy). */

@@ -84,6 +84,45 @@ describe('LocalBackend: local files', () => {
     }
   });
 
+  it('writes an object piece by piece, visible only once committed under its name', async () => {
+    const { dir, cleanup } = await tempRoot();
+    try {
+      const backend = new LocalBackend(dir);
+      const w = backend.startObject('data');
+      const parts = [
+        Buffer.from('pie'),
+        Buffer.alloc(0),
+        Buffer.from('ce'),
+        Buffer.alloc(70_000, 1),
+      ];
+      // Overlapping appends land in call order.
+      await Promise.all(parts.map((p) => w.append(p)));
+      const listed = async () => {
+        const names: string[] = [];
+        for await (const info of backend.list('data')) names.push(info.name);
+        return names;
+      };
+      expect(await listed()).toEqual([]);
+      await w.commit('data/ab/obj');
+      expect((await backend.read('data/ab/obj')).equals(Buffer.concat(parts))).toBe(true);
+      expect(await listed()).toEqual(['data/ab/obj']);
+      expect((await stat(join(dir, 'data/ab/obj'))).mode & 0o777).toBe(0o600);
+      // Never replaces an object; what was written goes away with the refusal.
+      const again = backend.startObject('data');
+      await again.append(Buffer.from('other'));
+      await expect(again.commit('data/ab/obj')).rejects.toThrow(/exists/);
+      // An aborted object leaves nothing, nor does one never appended to.
+      const aborted = backend.startObject('data');
+      await aborted.append(Buffer.from('gone'));
+      await aborted.abort();
+      await backend.startObject('index').abort();
+      expect(await tree(dir)).toEqual(['data/', 'data/ab/', 'data/ab/obj']);
+      expect((await backend.read('data/ab/obj')).equals(Buffer.concat(parts))).toBe(true);
+    } finally {
+      await cleanup();
+    }
+  });
+
   it('recreates a folder deleted behind its back', async () => {
     const { dir, cleanup } = await tempRoot();
     try {

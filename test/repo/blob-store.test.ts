@@ -167,6 +167,8 @@ describe('blob store', () => {
           return super.write(name, data, o);
         }
       })(t.repoDir);
+      // As the S3 backend: whole packs through `write`, none streamed.
+      if (remote) Object.assign(backend, { startObject: undefined });
       const repo = await Repository.open(backend, {
         cacheDir: t.cacheDir,
         password: async () => TEST_PASSWORD,
@@ -199,8 +201,10 @@ describe('blob store', () => {
 
     it("passes a pack's digests to a backend that sends them, and only to one", async () => {
       const packsOf = (writes: Written[]) => writes.filter((w) => w.name.startsWith('data/'));
+      // On a disk packs are streamed to files (startObject), hashed as written: no digests.
       const local = await fourPacks(false);
-      expect(packsOf(local.writes).map((w) => w.digests?.md5)).toEqual(Array(4).fill(undefined));
+      expect(local.store.stats.packsWritten).toBe(4);
+      expect(packsOf(local.writes)).toEqual([]);
       await t?.cleanup();
       t = undefined;
       const remote = await fourPacks(true);

@@ -1,7 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { AesGcmSealer, ChecksumSealer } from '../../src/crypto/index.js';
-import { BLOB_TYPES, type BlobLocation } from '../../src/repo/blob.js';
+import { AesGcmSealer, ChecksumSealer, keyedIdHasher } from '../../src/crypto/index.js';
+import { BLOB_TYPES, type BlobLocation, FLAG_COMPRESSED } from '../../src/repo/blob.js';
+import { BlobEncoder, decodeBlob } from '../../src/repo/blob-codec.js';
 import { decodeConfig, encodeConfig, type RepoConfig } from '../../src/repo/config.js';
 import { decodeSegment, encodeSegment } from '../../src/repo/index-segment.js';
 import { decodeToc, encodeToc, type PackEntry } from '../../src/repo/pack.js';
@@ -108,5 +109,46 @@ describe('config', () => {
         },
       ),
     );
+  });
+});
+
+describe('blob encoder', () => {
+  const hashId = keyedIdHasher(Buffer.alloc(32, 5));
+  const blob = fc.oneof(
+    fc.uint8Array({ maxLength: 70_000 }),
+    fc.integer({ min: 0, max: 300_000 }).map((n) => Buffer.alloc(n, 'abc')),
+  );
+
+  it('writes blobs one after another that decode to their plaintext, compressed when smaller', () => {
+    for (const sealer of sealers) {
+      // One encoder for all: its compression buffer is reused from blob to blob.
+      const encoder = new BlobEncoder(sealer, 2);
+      fc.assert(
+        fc.property(fc.array(blob, { maxLength: 6 }), (blobs) => {
+          const out = new Uint8Array(blobs.reduce((n, b) => n + encoder.bound(b), 0));
+          let at = 0;
+          const placed = blobs.map((b) => {
+            const { length, flags } = encoder.encodeInto(b, out, at);
+            at += length;
+            return { offset: at - length, length, flags };
+          });
+          expect(at).toBeLessThanOrEqual(out.length);
+          for (const [i, b] of blobs.entries()) {
+            const { offset, length, flags } = placed[i]!;
+            const loc = { id: hashId(b), type: 'data' as const, flags, pack: Buffer.alloc(32) };
+            const sealed = Buffer.from(out.buffer, offset, length);
+            const plain = decodeBlob(
+              sealed,
+              { ...loc, offset, length, rawLength: b.length },
+              sealer,
+              hashId,
+            );
+            expect(plain.equals(Buffer.from(b))).toBe(true);
+            expect(flags === FLAG_COMPRESSED).toBe(length < b.length + sealer.overhead);
+          }
+        }),
+        { numRuns: 40 },
+      );
+    }
   });
 });

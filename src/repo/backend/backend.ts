@@ -20,6 +20,12 @@ export interface Backend {
    * caller must not change it before then.
    */
   write(name: string, data: Uint8Array | readonly Uint8Array[], opts?: WriteOptions): Promise<void>;
+  /**
+   * Starts an object that is written piece by piece and named once complete (a pack, named
+   * by its hash), so its bytes need not all be in memory at once. Optional: a backend
+   * without it is given whole objects (`write`).
+   */
+  startObject?(folder: string): ObjectWriter;
   /** Size of an object, or undefined when it does not exist. */
   stat(name: string): Promise<ObjectInfo | undefined>;
   /** Deletes an object; deleting a missing object is not an error. */
@@ -30,6 +36,22 @@ export interface Backend {
    */
   now?(): Promise<number>;
   close(): Promise<void>;
+}
+
+/** An object being written by `Backend.startObject`: absent until `commit` resolves. */
+export interface ObjectWriter {
+  /**
+   * Appends `data`. Calls may overlap; the bytes land in call order. `data` must not change
+   * until the returned promise settles.
+   */
+  append(data: Uint8Array): Promise<void>;
+  /**
+   * Makes the object durable as `name` (in the folder it was started in), atomically, like
+   * `write` without `overwrite`. Call it once every append has settled.
+   */
+  commit(name: string): Promise<void>;
+  /** Discards what was written; the writer is not used again. */
+  abort(): Promise<void>;
 }
 
 export interface ObjectInfo {

@@ -12,7 +12,7 @@ import {
 } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { CairnError } from '../../errors.js';
-import type { Backend, ByteRange, ObjectInfo, WriteOptions } from './backend.js';
+import type { Backend, ByteRange, ObjectInfo, ObjectWriter, WriteOptions } from './backend.js';
 
 const TEMP_PREFIX = '.tmp-';
 const FILE_MODE = 0o600;
@@ -90,6 +90,64 @@ export class LocalBackend implements Backend {
     }
   }
 
+  /**
+   * The object goes to `<folder>/.tmp-<random>` (listing skips it), created at the first
+   * append; `commit` fsyncs it and links it into place as `write` does, `abort` unlinks it.
+   * A crash leaves at most the temporary file, as with `write`.
+   */
+  startObject(folder: string): ObjectWriter {
+    const dir = this.#path(folder);
+    const temp = join(dir, TEMP_PREFIX + randomBytes(8).toString('hex'));
+    let opened: Promise<FileHandle> | undefined;
+    let end = 0;
+    const fail = (err: unknown, name = `a new object in ${folder}`) => {
+      if (err instanceof CairnError) return err;
+      const why = `cannot write ${name} in ${this.location}: ${describe(err)}`;
+      return new CairnError(why, 'Fatal', { cause: err });
+    };
+    const handle = () => {
+      opened ??= this.#openTemp(temp, dir);
+      return opened;
+    };
+    return {
+      append: async (data) => {
+        const at = end;
+        end += data.length;
+        try {
+          const fh = await handle();
+          for (let done = 0; done < data.length; ) {
+            const { bytesWritten } = await fh.write(data, done, data.length - done, at + done);
+            done += bytesWritten;
+          }
+        } catch (err) {
+          throw fail(err);
+        }
+      },
+      commit: async (name) => {
+        const path = this.#path(name);
+        try {
+          const fh = await handle();
+          try {
+            await fh.datasync();
+          } finally {
+            await fh.close();
+          }
+          await this.#ensureDir(dirname(path));
+          await this.#linkNoReplace(temp, path, name);
+          await fsyncDir(dirname(path));
+        } catch (err) {
+          await unlink(temp).catch(() => {});
+          throw fail(err, name);
+        }
+      },
+      abort: async () => {
+        if (!opened) return;
+        await (await opened.catch(() => undefined))?.close().catch(() => {});
+        await unlink(temp).catch(() => {});
+      },
+    };
+  }
+
   async stat(name: string): Promise<ObjectInfo | undefined> {
     const path = this.#path(name);
     try {
@@ -120,17 +178,20 @@ export class LocalBackend implements Backend {
   }
 
   /** Creates the temp file, recreating directories once if they vanished since cached. */
-  async #writeTemp(temp: string, dir: string, parts: readonly Uint8Array[]): Promise<void> {
+  async #openTemp(temp: string, dir: string): Promise<FileHandle> {
     await this.#ensureDir(dir);
-    let fh: FileHandle;
     try {
-      fh = await open(temp, 'wx', FILE_MODE);
+      return await open(temp, 'wx', FILE_MODE);
     } catch (err) {
       if (errno(err) !== 'ENOENT') throw err;
       this.#dirs.clear();
       await this.#ensureDir(dir);
-      fh = await open(temp, 'wx', FILE_MODE);
+      return await open(temp, 'wx', FILE_MODE);
     }
+  }
+
+  async #writeTemp(temp: string, dir: string, parts: readonly Uint8Array[]): Promise<void> {
+    const fh = await this.#openTemp(temp, dir);
     try {
       await writeAll(fh, parts);
       // fdatasync also persists the file size, which is all that reading the data needs.
