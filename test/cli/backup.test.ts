@@ -228,11 +228,17 @@ describe('cairn backup', () => {
     let out = '';
     let err = '';
     child.stderr.on('data', (b: Buffer) => (err += b));
+    const data = join(env.CAIRN_REPO!, 'data');
+    const temps = async () =>
+      (await readdir(data).catch(() => [])).filter((name) => name.startsWith('.tmp-'));
     const code = await new Promise<number | null>((resolve) => {
-      child.stdout.on('data', (b: Buffer) => {
+      let signalled = false;
+      child.stdout.on('data', async (b: Buffer) => {
         out += b;
-        // The first status line: the backup is under way.
-        if (out.includes('"status"')) child.kill('SIGINT');
+        // The backup is under way (a status line) and a pack is being streamed to disk.
+        if (signalled || !out.includes('"status"') || (await temps()).length === 0) return;
+        signalled = true;
+        child.kill('SIGINT');
       });
       child.on('close', resolve);
     });
@@ -240,6 +246,8 @@ describe('cairn backup', () => {
     expect(code).toBe(130);
     expect(out).not.toContain('"summary"');
     expect(await snapshots()).toEqual([]);
+    // The pack being streamed to disk when the signal came was discarded, not left behind.
+    expect(await temps()).toEqual([]);
     const again = await cairn(['backup', '--json', src], { env });
     expect(again.code).toBe(0);
     const summary = jsonLines(again).find((l) => l.message_type === 'summary')!;
