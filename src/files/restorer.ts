@@ -349,7 +349,19 @@ class Restorer {
   private async restoreFile(job: Job): Promise<void> {
     const { dest, entry } = job;
     const flags = (this.opts.verify ? constants.O_RDWR : constants.O_WRONLY) | CREATE_FLAGS;
-    const fd = await replacing(dest, () => openAsync(dest, flags, creationMode(entry)));
+    let fd: number;
+    try {
+      fd = await replacing(dest, () => openAsync(dest, flags, creationMode(entry)));
+    } catch (err) {
+      // The file's prefetched chunks will not be written: their memory goes back.
+      for (const chunk of job.chunks ?? []) {
+        chunk?.then(
+          (data) => this.fetcher.release(data),
+          () => undefined,
+        );
+      }
+      throw err;
+    }
     try {
       await this.writeContent(fd, job);
       if (this.opts.verify) {
@@ -385,7 +397,7 @@ class Restorer {
     let group: { id: Buffer; length: number; at: number }[] = [];
     const send = () => {
       if (group.length === 0) return;
-      const sent = group.map((c) => write(this.fetcher.get(c.id, c.length), c.length, c.at));
+      const sent = group.map((c) => write(this.fetcher.lend(c.id, c.length), c.length, c.at));
       void Promise.all(sent).then(() => this.groupSlots.release());
       group = [];
     };
@@ -415,13 +427,18 @@ class Restorer {
     if (job.entry.size > dataEnd) ftruncateSync(fd, job.entry.size);
   }
 
+  /** Writes a lent chunk, then gives its memory back to the fetcher. */
   private async writeChunk(fd: number, chunk: Promise<Buffer>, length: number, at: number) {
     const data = await chunk;
-    for (let done = 0; done < length; ) {
-      done +=
-        length < SYNC_WRITE
-          ? writeSync(fd, data, done, length - done, at + done)
-          : (await writeAsync(fd, data, done, length - done, at + done)).bytesWritten;
+    try {
+      for (let done = 0; done < length; ) {
+        done +=
+          length < SYNC_WRITE
+            ? writeSync(fd, data, done, length - done, at + done)
+            : (await writeAsync(fd, data, done, length - done, at + done)).bytesWritten;
+      }
+    } finally {
+      this.fetcher.release(data);
     }
     this.counts.bytes += length;
   }

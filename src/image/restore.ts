@@ -141,7 +141,12 @@ async function writeImage(
   const write = async (plan: EntryPlan) => {
     let written = 0;
     for (const w of plan.writes) {
-      writes.push(t.fh.write(w.data, 0, w.data.length, w.offset), w.data.length);
+      // A chunk's memory is lent by the fetcher, to give back once written (zeros are not).
+      const done = t.fh.write(w.data, 0, w.data.length, w.offset);
+      writes.push(
+        done.finally(() => fetcher.release(w.data)),
+        w.data.length,
+      );
       while (writes.full) await writes.shift();
       written += w.data.length;
     }
@@ -188,7 +193,7 @@ async function planEntry(
       if (have.length === entry.length && hashId(have).equals(entry.id))
         return { entry, writes: [] };
     }
-    const data = await fetcher.get(entry.id, entry.length);
+    const data = await fetcher.lend(entry.id, entry.length);
     return { entry, writes: [{ offset: entry.offset, data }] };
   }
   if (t.fresh) return { entry, writes: [] };

@@ -12,7 +12,7 @@ import type { IndexView } from './index-view.js';
 import { allocShared, PackBuilder, type PackEntry, packName } from './pack.js';
 import { PackStream } from './pack-stream.js';
 import { SharedBufferPool } from './shared-buffers.js';
-import { BlobWorkerPool } from './worker-pool.js';
+import { BlobWorkerPool, type OpenBlob, type OpenFailures } from './worker-pool.js';
 
 export interface BlobStoreOptions {
   /** Target pack size in bytes. */
@@ -231,6 +231,14 @@ export class BlobStore {
     // Large blobs are opened on a worker so restores use every core.
     if (loc.rawLength < INLINE_LIMIT) return decodeBlob(sealed, loc, this.sealer, this.hashId);
     return this.workerPool().open(sealed, loc);
+  }
+
+  /**
+   * Opens blobs of one pack lying in `sealed` into `into`, shared memory, on the worker
+   * threads (see BlobWorkerPool.openInto): each blob's failure, if any.
+   */
+  openInto(sealed: Buffer, blobs: readonly OpenBlob[], into: Buffer): Promise<OpenFailures> {
+    return this.workerPool().openInto(sealed, blobs, into);
   }
 
   async has(id: Uint8Array): Promise<boolean> {

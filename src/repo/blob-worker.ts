@@ -3,7 +3,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { AesGcmSealer, ChecksumSealer, keyedIdHasher, plainIdHasher } from '../crypto/index.js';
 import { CairnError, type ErrorCode } from '../errors.js';
 import type { BlobLocation } from './blob.js';
-import { BlobEncoder, decodeBlob } from './blob-codec.js';
+import { BlobDecoder, BlobEncoder } from './blob-codec.js';
 import type { BlobTaskOutput, CreateBlobTask } from './blob-task.js';
 
 export interface BlobWorkerInit {
@@ -27,7 +27,38 @@ export type BlobWorkerRequest =
   /** Runs a task: its blobs are hashed and held, as with `hash`, until `seal-some`/`drop`. */
   | { op: 'produce'; job: number; task: number; args: unknown }
   /** Seals the held blobs of a `produce` job at the given indices, drops the rest. */
-  | { op: 'seal-some'; job: number; keep: number[]; into?: Uint8Array };
+  | { op: 'seal-some'; job: number; keep: number[]; into?: Uint8Array }
+  /** Opens blobs of pack `pack` lying in `sealed` into `into` (see OpenTarget). */
+  | {
+      op: 'open-into';
+      job: number;
+      sealed: Uint8Array;
+      into: Uint8Array;
+      pack: Uint8Array;
+      /** The blobs' IDs, 32 bytes each, in the order of `blobs`. */
+      ids: Uint8Array;
+      blobs: PlacedBlob[];
+    };
+
+/**
+ * A blob to open: its sealed bytes at `at` in the message's `sealed`, its plaintext written
+ * at `to` in `into`; where it lies in its pack, for messages.
+ */
+export interface PlacedBlob {
+  at: number;
+  to: number;
+  offset: number;
+  length: number;
+  rawLength: number;
+  flags: number;
+}
+
+/*
+ * OpenTarget: a restore's blobs are opened straight from the shared memory the main thread
+ * read their pack range into, and their plaintext written into shared memory it lends (and
+ * reuses once written out), so neither crosses the threads by copy nor leaves a dead buffer
+ * to the main thread's collector. The reply says which blobs failed, each with its error.
+ */
 
 /*
  * Sealed blobs are written one after another into `into`, shared memory the main thread
@@ -47,6 +78,8 @@ export interface BlobWorkerReply {
   /** `produce`: the task's result, and the IDs of its blobs (32 bytes each, in order). */
   result?: unknown;
   ids?: Uint8Array;
+  /** `open-into`: for each blob, null or why it could not be opened. */
+  failures?: ({ error: string; code?: ErrorCode } | null)[];
   /** `produce`: the lengths of its blobs; seals: the sealed lengths and flags. */
   lengths?: number[];
   flags?: number[];
@@ -64,6 +97,7 @@ if (parentPort) {
     : new ChecksumSealer();
   const hashId = init.idKey ? keyedIdHasher(Buffer.from(init.idKey)) : plainIdHasher();
   const encoder = new BlobEncoder(sealer, init.compressionLevel);
+  const decoder = new BlobDecoder(sealer, hashId);
   /** Blobs hashed and not yet sealed or dropped, by job: one, or a task run's several. */
   const held = new Map<number, Held>();
   const tasks = new Map<number, Promise<(args: unknown) => unknown>>();
@@ -136,10 +170,12 @@ if (parentPort) {
         return reply({ job: msg.job, id, md5 });
       }
       case 'open': {
-        const sealed = Buffer.from(msg.sealed.buffer, msg.sealed.byteOffset, msg.sealed.byteLength);
-        const data = decodeBlob(sealed, msg.loc, sealer, hashId);
+        const sealed = asBuffer(msg.sealed);
+        const data = decoder.decode(sealed, msg.loc);
         return reply({ job: msg.job, data }, ownedBuffer(data));
       }
+      case 'open-into':
+        return reply({ job: msg.job, failures: openInto(msg) });
       case 'load': {
         const loading = import(msg.module).then(
           (m: { createTask: CreateBlobTask<unknown, unknown, unknown> }) => m.createTask(msg.init),
@@ -153,9 +189,28 @@ if (parentPort) {
     }
   };
 
+  const openInto = (msg: Extract<BlobWorkerRequest, { op: 'open-into' }>) => {
+    const sealed = asBuffer(msg.sealed);
+    const into = asBuffer(msg.into);
+    const pack = asBuffer(msg.pack);
+    const ids = asBuffer(msg.ids);
+    return msg.blobs.map((b, i) => {
+      const loc = { ...b, pack, id: ids.subarray(32 * i, 32 * i + 32) };
+      try {
+        decoder.decodeInto(
+          sealed.subarray(b.at, b.at + b.length),
+          loc,
+          into.subarray(b.to, b.to + b.rawLength),
+        );
+        return null;
+      } catch (err) {
+        return { error: (err as Error).message, code: errorCode(err) };
+      }
+    });
+  };
+
   const fail = (job: number, err: unknown) => {
-    const code = err instanceof CairnError ? err.code : undefined;
-    reply({ job, error: (err as Error).message, code });
+    reply({ job, error: (err as Error).message, code: errorCode(err) });
   };
 
   port.on('message', (msg: BlobWorkerRequest) => {
@@ -165,6 +220,15 @@ if (parentPort) {
       fail((msg as { job?: number }).job ?? 0, err);
     }
   });
+}
+
+function errorCode(err: unknown): ErrorCode | undefined {
+  return err instanceof CairnError ? err.code : undefined;
+}
+
+/** A Buffer over the same memory (Buffer.from(Uint8Array) would copy). */
+function asBuffer(a: Uint8Array): Buffer {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 }
 
 /** Transfer a result when it owns its memory; otherwise postMessage copies it. */

@@ -60,6 +60,37 @@ export class SharedBufferPool {
 }
 
 /**
+ * Carves pieces of any size out of a pool's buffers, one after another, so pieces much
+ * smaller than a pool buffer share one instead of each holding (and touching) a whole one.
+ * A buffer goes back to the pool once every piece of it is released and the carver has moved
+ * on to the next; pieces are best released roughly in the order they were taken, as a
+ * restore writes what it read, so that no buffer is kept for one piece long outstanding.
+ */
+export class SharedCarver {
+  private current: Buffer | undefined;
+  private used = 0;
+
+  constructor(private readonly pool: SharedBufferPool) {}
+
+  /**
+   * `size` bytes of shared memory with one reference, the caller's (see the pool's
+   * `retain`/`release`). A piece larger than a pool buffer is memory of its own.
+   */
+  take(size: number): Buffer {
+    if (size > this.pool.size) return allocShared(size);
+    if (!this.current || this.used + size > this.pool.size) {
+      if (this.current) this.pool.release(this.current);
+      this.current = this.pool.take();
+      this.used = 0;
+    }
+    const piece = this.current.subarray(this.used, this.used + size);
+    this.used += size;
+    this.pool.retain(piece);
+    return piece;
+  }
+}
+
+/**
  * The pool buffers a reader pushed into a chunker, each released once the chunker keeps no
  * view of it (it holds an unfinished tail until a later push). The caller must retain the
  * chunks it keeps before calling `settle`.

@@ -3,7 +3,12 @@ import { Worker } from 'node:worker_threads';
 import { CairnError } from '../errors.js';
 import type { BlobLocation } from './blob.js';
 import { workerModule } from './blob-task.js';
-import type { BlobWorkerInit, BlobWorkerReply, BlobWorkerRequest } from './blob-worker.js';
+import type {
+  BlobWorkerInit,
+  BlobWorkerReply,
+  BlobWorkerRequest,
+  PlacedBlob,
+} from './blob-worker.js';
 
 /** A task run on a worker: its result and the IDs and lengths of the blobs it holds there. */
 export interface TaskRun {
@@ -133,6 +138,36 @@ export class BlobWorkerPool {
     return asBuffer(reply.data!);
   }
 
+  /**
+   * Opens blobs of one pack that lie in `sealed`, each at `at`, writing each plaintext at
+   * `to` in `into` (shared memory): resolves to each blob's failure, if any (see OpenTarget
+   * in blob-worker.ts). `sealed` in shared memory is handed over without a copy; anything
+   * else is copied, the span the blobs lie in, so the caller may reuse it at once.
+   */
+  async openInto(sealed: Buffer, blobs: readonly OpenBlob[], into: Buffer): Promise<OpenFailures> {
+    const job = this.nextJob++;
+    let base = 0;
+    let source: Uint8Array = sealed;
+    const ids = new Uint8Array(32 * blobs.length);
+    const pack = new Uint8Array(blobs[0]!.loc.pack);
+    const transfer = [ids.buffer, pack.buffer];
+    if (!(sealed.buffer instanceof SharedArrayBuffer)) {
+      base = Math.min(...blobs.map((b) => b.at));
+      const end = Math.max(...blobs.map((b) => b.at + b.loc.length));
+      const copy = new Uint8Array(sealed.subarray(base, end));
+      transfer.push(copy.buffer);
+      source = copy;
+    }
+    const placed = blobs.map(({ at, to, loc }, i): PlacedBlob => {
+      ids.set(loc.id, 32 * i);
+      const { offset, length, rawLength, flags } = loc;
+      return { at: at - base, to, offset, length, rawLength, flags };
+    });
+    const msg = { op: 'open-into', job, sealed: source, into, pack, ids, blobs: placed } as const;
+    const reply = await this.request(job % this.workers.length, msg, transfer);
+    return reply.failures!.map((f) => (f ? workerError(f) : undefined));
+  }
+
   /** Seals a hashed blob, into `into` when it fits (as `sealSome`). */
   async seal(job: number, worker: number, into?: Buffer): Promise<Sealed> {
     const reply = await this.request(worker, { op: 'seal', job, into });
@@ -180,6 +215,16 @@ function defaultWorkerCount(): number {
   return Math.max(1, availableParallelism());
 }
 
+/** A blob to open (see `openInto`): at `at` in the sealed bytes, to `to` in the output. */
+export interface OpenBlob {
+  at: number;
+  to: number;
+  loc: BlobLocation;
+}
+
+/** For each blob opened, why it could not be, or undefined. */
+export type OpenFailures = (Error | undefined)[];
+
 export interface Sealed {
   sealed: Buffer;
   flags: number;
@@ -202,6 +247,6 @@ function asBuffer(a: Uint8Array): Buffer {
 }
 
 /** Errors cross the thread boundary as text and code; rebuild the CairnError. */
-function workerError(r: BlobWorkerReply): Error {
+function workerError(r: Pick<BlobWorkerReply, 'error' | 'code'>): Error {
   return r.code ? new CairnError(r.error!, r.code) : new Error(r.error);
 }

@@ -2,10 +2,10 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { AesGcmSealer, ChecksumSealer, keyedIdHasher } from '../../src/crypto/index.js';
 import { BLOB_TYPES, type BlobLocation, FLAG_COMPRESSED } from '../../src/repo/blob.js';
-import { BlobEncoder, decodeBlob } from '../../src/repo/blob-codec.js';
+import { BlobDecoder, BlobEncoder, decodeBlob } from '../../src/repo/blob-codec.js';
 import { decodeConfig, encodeConfig, type RepoConfig } from '../../src/repo/config.js';
 import { decodeSegment, encodeSegment } from '../../src/repo/index-segment.js';
-import { decodeToc, encodeToc, type PackEntry } from '../../src/repo/pack.js';
+import { allocShared, decodeToc, encodeToc, type PackEntry } from '../../src/repo/pack.js';
 
 const id = fc.uint8Array({ minLength: 32, maxLength: 32 }).map((a) => Buffer.from(a));
 const u32 = fc.integer({ min: 0, max: 2 ** 32 - 1 });
@@ -150,5 +150,64 @@ describe('blob encoder', () => {
         { numRuns: 40 },
       );
     }
+  });
+});
+
+describe('blob decoder', () => {
+  const hashId = keyedIdHasher(Buffer.alloc(32, 5));
+  const blob = fc.oneof(
+    fc.uint8Array({ maxLength: 70_000 }),
+    fc.integer({ min: 0, max: 300_000 }).map((n) => Buffer.alloc(n, 'xyz')),
+  );
+  const pack = Buffer.alloc(32, 9);
+
+  it('decodes blobs into shared memory, one after another, as decode returns them', () => {
+    for (const sealer of sealers) {
+      const encoder = new BlobEncoder(sealer, 2);
+      const decoder = new BlobDecoder(sealer, hashId);
+      fc.assert(
+        fc.property(fc.array(blob, { maxLength: 5 }), fc.nat(64), (blobs, gap) => {
+          const total = blobs.reduce((n, b) => n + b.length + gap, 0);
+          const out = allocShared(total + 1).fill(0xee);
+          let to = 0;
+          for (const b of blobs) {
+            const { sealed, flags } = encoder.encode(b);
+            const loc = { id: hashId(b), pack, offset: 0, flags, rawLength: b.length };
+            decoder.decodeInto(sealed, loc, out.subarray(to, to + b.length));
+            expect(out.subarray(to, to + b.length).equals(decoder.decode(sealed, loc))).toBe(true);
+            expect(out.subarray(to, to + b.length).equals(Buffer.from(b))).toBe(true);
+            to += b.length + gap;
+          }
+          expect(out[total]).toBe(0xee);
+        }),
+        { numRuns: 30 },
+      );
+    }
+  });
+
+  it('refuses a blob that is not the one its location names', () => {
+    const sealer = sealers[1]!;
+    const decoder = new BlobDecoder(sealer, hashId);
+    const data = Buffer.alloc(5000, 'abc');
+    const { sealed, flags } = new BlobEncoder(sealer, 2).encode(data);
+    expect(flags).toBe(FLAG_COMPRESSED);
+    const loc = { id: hashId(data), pack, offset: 0, flags, rawLength: data.length };
+    const out = Buffer.alloc(data.length);
+    const wrong = [
+      { ...loc, id: Buffer.alloc(32) },
+      { ...loc, rawLength: data.length - 1 },
+      { ...loc, rawLength: data.length + 1 },
+    ];
+    for (const l of wrong) {
+      const into = Buffer.alloc(l.rawLength);
+      expect(() => decoder.decodeInto(sealed, l, into)).toThrow(/content does not match its ID/);
+      expect(() => decoder.decode(sealed, l)).toThrow(/content does not match its ID/);
+    }
+    const plain = { ...loc, flags: 0 };
+    expect(() => decoder.decodeInto(sealed, plain, out)).toThrow(/content does not match its ID/);
+    const garbage = sealer.seal(Buffer.alloc(100, 1));
+    expect(() =>
+      decoder.decodeInto(garbage, { ...loc, rawLength: 100 }, out.subarray(0, 100)),
+    ).toThrow(/cannot decompress/);
   });
 });

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { Chunker, gearTable } from '../../src/chunker/index.js';
-import { ChunkerFeed, SharedBufferPool } from '../../src/repo/shared-buffers.js';
+import { ChunkerFeed, SharedBufferPool, SharedCarver } from '../../src/repo/shared-buffers.js';
 
 describe('SharedBufferPool', () => {
   it('hands a buffer out again only once every reference is released', () => {
@@ -29,6 +29,35 @@ describe('SharedBufferPool', () => {
     const [c, d] = [pool.take(), pool.take()];
     expect(c.buffer).toBe(a.buffer);
     expect(d.buffer).not.toBe(b.buffer);
+  });
+});
+
+describe('SharedCarver', () => {
+  it('never hands out memory a retained piece still holds', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.integer({ min: 0, max: 1500 }), fc.nat(6)), { maxLength: 60 }),
+        (takes) => {
+          const pool = new SharedBufferPool(1024, 2);
+          const carver = new SharedCarver(pool);
+          const live: { piece: Buffer; mark: number; until: number }[] = [];
+          for (const [step, [size, keep]] of takes.entries()) {
+            const piece = carver.take(size);
+            expect(piece.length).toBe(size);
+            expect(piece.buffer).toBeInstanceOf(SharedArrayBuffer);
+            piece.fill(step & 0xff);
+            live.push({ piece, mark: step & 0xff, until: step + keep });
+            for (let i = live.length - 1; i >= 0; i--) {
+              const l = live[i]!;
+              expect(l.piece.every((b) => b === l.mark)).toBe(true);
+              if (l.until > step) continue;
+              pool.release(l.piece);
+              live.splice(i, 1);
+            }
+          }
+        },
+      ),
+    );
   });
 });
 

@@ -14,6 +14,12 @@ export interface Backend {
   /** Whole object, or `length` bytes at `offset`. Missing object: CairnError code NotFound. */
   read(name: string, range?: ByteRange): Promise<Buffer>;
   /**
+   * `read` of a range into the caller's buffer (its first `range.length` bytes): a restore
+   * reads packs into shared memory that worker threads open without a copy. Optional: see
+   * `readRangeInto`.
+   */
+  readInto?(name: string, range: ByteRange, into: Uint8Array): Promise<void>;
+  /**
    * Writes an object atomically and durably: it is either absent or complete once this
    * resolves, and survives a crash. Existing objects are not overwritten unless `overwrite`.
    * `data` may be read until the returned promise settles (S3 sends it without a copy): the
@@ -95,3 +101,14 @@ export interface BackendTraits {
 }
 
 export const LOCAL_TRAITS: BackendTraits = { remote: false, digests: [] };
+
+/** Reads `range` of `name` into `into`, by `readInto` where the backend has it. */
+export async function readRangeInto(
+  backend: Backend,
+  name: string,
+  range: ByteRange,
+  into: Uint8Array,
+): Promise<void> {
+  if (backend.readInto) return backend.readInto(name, range, into);
+  into.set(await backend.read(name, range));
+}

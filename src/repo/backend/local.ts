@@ -45,23 +45,29 @@ export class LocalBackend implements Backend {
   }
 
   async read(name: string, range?: ByteRange): Promise<Buffer> {
-    const path = this.#path(name);
     if (range === undefined) {
       try {
-        return await readFile(path);
+        return await readFile(this.#path(name));
       } catch (err) {
         throw this.#mapError(err, name);
       }
     }
     checkRange(range, name);
+    const buf = Buffer.allocUnsafe(range.length);
+    await this.readInto(name, range, buf);
+    return buf;
+  }
+
+  async readInto(name: string, range: ByteRange, into: Uint8Array): Promise<void> {
+    checkRange(range, name);
     let fh: FileHandle;
     try {
-      fh = await open(path, 'r');
+      fh = await open(this.#path(name), 'r');
     } catch (err) {
       throw this.#mapError(err, name);
     }
     try {
-      return await readExactly(fh, range, name);
+      await readExactly(fh, range, into, name);
     } finally {
       await fh.close();
     }
@@ -310,8 +316,12 @@ async function statBatch(dir: string, prefix: string, files: string[]): Promise<
   return infos.filter((info) => info !== undefined);
 }
 
-async function readExactly(fh: FileHandle, range: ByteRange, name: string): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(range.length);
+async function readExactly(
+  fh: FileHandle,
+  range: ByteRange,
+  buf: Uint8Array,
+  name: string,
+): Promise<void> {
   let got = 0;
   while (got < range.length) {
     const { bytesRead } = await fh.read(buf, got, range.length - got, range.offset + got);
@@ -325,7 +335,6 @@ async function readExactly(fh: FileHandle, range: ByteRange, name: string): Prom
     }
     got += bytesRead;
   }
-  return buf;
 }
 
 /** writev may write less than asked; keep going from where it stopped. */
