@@ -20,6 +20,14 @@ export interface TaskRun {
 }
 
 /**
+ * A worker's young generation. What a worker allocates (cipher output, hashes, messages) dies
+ * young, so V8's default (48 MiB here) only let garbage pile up: with 4 MiB, peak RSS of
+ * the bench tree's restore 338 → 269 MB and of its backup 350/355 → 301/262 MB, with no
+ * change in CPU time or duration (backup 32.6–34.9 s user either way, alternate runs).
+ */
+const YOUNG_GENERATION_MB = 4;
+
+/**
  * Worker threads that hash, compress and seal blobs so the main thread only reads and
  * chunks. A blob is sent to a worker once; the worker keeps it until the main thread,
  * having checked the index, asks it to seal or drop it.
@@ -37,6 +45,7 @@ export class BlobWorkerPool {
     for (let i = 0; i < size; i++) {
       const w = new Worker(workerModule('./blob-worker.js', import.meta.url), {
         workerData: init,
+        resourceLimits: { maxYoungGenerationSizeMb: YOUNG_GENERATION_MB },
       });
       w.on('message', (r: BlobWorkerReply) => this.settle(r));
       w.on('error', (err) => this.fail(err));
