@@ -33,14 +33,19 @@ describe('backups killed with SIGKILL', () => {
     const segments = () => count(join(env.CAIRN_REPO!, 'index'));
     let killed = 0;
     for (let i = 0; i < KILLS; i++) {
-      const args = i % 2 === 0 ? ['backup', src] : ['image', disk, '--name', 'disk'];
+      const files = i % 2 === 0;
+      // New bytes every time, so each run has work to be killed in: a re-run of stored data
+      // ends in well under a second, before most random kills.
+      if (files) await writeFile(join(src, 'f0'), randomBytes(12 * MiB));
+      else await writeFile(disk, randomBytes(8 * MiB), { flag: 'r+' });
+      const args = files ? ['backup', src] : ['image', disk, '--name', 'disk'];
       const before = await segments();
       const run = start(['--json', ...args], env);
       // The last kill of each kind waits for an index segment, so something is stored.
       const kill =
         i >= KILLS - 2
           ? killWhen(run, async () => (await segments()) > before)
-          : killAtRandom(run, 3000);
+          : killAtRandom(run, 1500);
       if (await kill) killed++;
       else expect((await run.done).code).toBe(0);
     }
