@@ -1,6 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Backend, ByteRange, WriteOptions } from '../src/repo/backend/backend.js';
 import { LocalBackend } from '../src/repo/backend/local.js';
 import { type InitOptions, Repository } from '../src/repo/repository.js';
 
@@ -58,4 +59,41 @@ export async function makeRepo(opts: Partial<InitOptions> = {}): Promise<TestRep
       await dir.cleanup();
     },
   };
+}
+
+/**
+ * A backend that passes every call to `inner`, for tests to override the calls they count or
+ * fail. It offers only the required calls, so a blob store writes whole packs and reads
+ * ranges through `write` and `read`, where an override sees them.
+ */
+export class PassThroughBackend implements Backend {
+  constructor(protected readonly inner: Backend) {}
+
+  get location(): string {
+    return this.inner.location;
+  }
+
+  list(folder: string) {
+    return this.inner.list(folder);
+  }
+
+  read(name: string, range?: ByteRange) {
+    return this.inner.read(name, range);
+  }
+
+  write(name: string, data: Uint8Array | readonly Uint8Array[], opts?: WriteOptions) {
+    return this.inner.write(name, data, opts);
+  }
+
+  stat(name: string) {
+    return this.inner.stat(name);
+  }
+
+  delete(name: string) {
+    return this.inner.delete(name);
+  }
+
+  close() {
+    return this.inner.close();
+  }
 }

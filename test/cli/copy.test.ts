@@ -3,11 +3,11 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { copySnapshots } from '../../src/ops/copy.js';
-import type { Backend, ByteRange } from '../../src/repo/backend/backend.js';
+import type { ByteRange } from '../../src/repo/backend/backend.js';
 import { LocalBackend } from '../../src/repo/backend/local.js';
 import { Repository } from '../../src/repo/repository.js';
 import type { StoredSnapshot } from '../../src/repo/snapshot.js';
-import { type TempDir, tempDir } from '../helpers.js';
+import { PassThroughBackend, type TempDir, tempDir } from '../helpers.js';
 import { announceSkip, type Rgw, rgwUnavailable, startRgw, uniqueBucket } from '../s3/rgw.js';
 import { cairn, FAST_KDF_FLAGS, type RunResult } from './run.js';
 
@@ -249,40 +249,15 @@ describe.skipIf(skip !== undefined)('cairn copy through S3', { timeout: SLOW }, 
  * Counts the blob reads it passes on; `chunkReads` those of at least MIN_CHUNK bytes, which
  * with `--chunk-min 16K` and random data are data chunks, never trees or manifests.
  */
-class CountingBackend implements Backend {
+class CountingBackend extends PassThroughBackend {
   reads = 0;
   chunkReads = 0;
-  readonly location: string;
 
-  constructor(private readonly inner: Backend) {
-    this.location = inner.location;
-  }
-
-  list(folder: string) {
-    return this.inner.list(folder);
-  }
-
-  read(name: string, range?: ByteRange) {
+  override read(name: string, range?: ByteRange) {
     if (name.startsWith('data/')) {
       this.reads++;
       if ((range?.length ?? 0) >= MIN_CHUNK) this.chunkReads++;
     }
-    return this.inner.read(name, range);
-  }
-
-  write(name: string, data: Uint8Array | readonly Uint8Array[], opts?: { overwrite?: boolean }) {
-    return this.inner.write(name, data, opts);
-  }
-
-  stat(name: string) {
-    return this.inner.stat(name);
-  }
-
-  delete(name: string) {
-    return this.inner.delete(name);
-  }
-
-  close() {
-    return this.inner.close();
+    return super.read(name, range);
   }
 }

@@ -9,11 +9,11 @@ import { imageBackup } from '../../src/image/index.js';
 import { ChunkCache, repositoryChunks } from '../../src/mount/content.js';
 import { SnapshotFs } from '../../src/mount/fs.js';
 import { SnapshotList } from '../../src/mount/layout.js';
-import type { Backend, ByteRange, WriteOptions } from '../../src/repo/backend/backend.js';
+import type { ByteRange } from '../../src/repo/backend/backend.js';
 import { LocalBackend } from '../../src/repo/backend/local.js';
 import { Repository } from '../../src/repo/repository.js';
 import { snapshotDir } from '../files/build-snapshot.js';
-import { makeRepo, type TempDir, type TestRepo, tempDir } from '../helpers.js';
+import { makeRepo, PassThroughBackend, type TempDir, type TestRepo, tempDir } from '../helpers.js';
 import { SMALL_CHUNKER } from '../image/util.js';
 
 const E = osConstants.errno;
@@ -35,37 +35,12 @@ async function snapshotFs(refreshMs: number) {
 }
 
 /** A backend that counts its reads of pack data. */
-class CountingBackend implements Backend {
+class CountingBackend extends PassThroughBackend {
   packReads = 0;
-  readonly location: string;
 
-  constructor(private readonly inner: Backend) {
-    this.location = inner.location;
-  }
-
-  list(folder: string) {
-    return this.inner.list(folder);
-  }
-
-  read(name: string, range?: ByteRange) {
+  override read(name: string, range?: ByteRange) {
     if (name.startsWith('data/')) this.packReads++;
-    return this.inner.read(name, range);
-  }
-
-  write(name: string, data: Uint8Array | readonly Uint8Array[], opts?: WriteOptions) {
-    return this.inner.write(name, data, opts);
-  }
-
-  stat(name: string) {
-    return this.inner.stat(name);
-  }
-
-  delete(name: string) {
-    return this.inner.delete(name);
-  }
-
-  close() {
-    return this.inner.close();
+    return super.read(name, range);
   }
 }
 

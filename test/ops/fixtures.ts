@@ -11,7 +11,7 @@ import { encodeBlob } from '../../src/repo/blob-codec.js';
 import { PackBuilder, packName } from '../../src/repo/pack.js';
 import { Repository } from '../../src/repo/repository.js';
 import type { StoredSnapshot } from '../../src/repo/snapshot.js';
-import { FAST_KDF, TEST_PASSWORD } from '../helpers.js';
+import { FAST_KDF, PassThroughBackend, TEST_PASSWORD } from '../helpers.js';
 import { catToBuffer } from '../image/util.js';
 
 /** Small chunks and packs, so a few hundred KiB of data make many of both. */
@@ -121,43 +121,33 @@ export class SimulatedCrash extends Error {}
  * throw, as if the process had been killed there. Writes are atomic, so these are exactly the
  * states a real kill can leave behind.
  */
-export class CrashingBackend implements Backend {
+export class CrashingBackend extends PassThroughBackend {
   mutations = 0;
 
   constructor(
-    private readonly inner: Backend,
+    inner: Backend,
     private readonly crashAt = Number.POSITIVE_INFINITY,
-  ) {}
-
-  get location(): string {
-    return this.inner.location;
+  ) {
+    super(inner);
   }
 
-  list(folder: string) {
-    return this.inner.list(folder);
-  }
-
-  read(name: string, range?: ByteRange) {
+  override read(name: string, range?: ByteRange) {
     this.alive();
-    return this.inner.read(name, range);
+    return super.read(name, range);
   }
 
-  stat(name: string) {
-    return this.inner.stat(name);
-  }
-
-  async write(name: string, data: Uint8Array | readonly Uint8Array[], opts?: WriteOptions) {
+  override async write(
+    name: string,
+    data: Uint8Array | readonly Uint8Array[],
+    opts?: WriteOptions,
+  ) {
     this.mutate();
-    return this.inner.write(name, data, opts);
+    return super.write(name, data, opts);
   }
 
-  async delete(name: string) {
+  override async delete(name: string) {
     this.mutate();
-    return this.inner.delete(name);
-  }
-
-  close() {
-    return this.inner.close();
+    return super.delete(name);
   }
 
   private mutate(): void {
