@@ -81,7 +81,7 @@ export class LocalBackend implements Backend {
     const path = this.#path(name);
     const dir = dirname(path);
     const parts = data instanceof Uint8Array ? [data] : data;
-    const temp = join(dir, TEMP_PREFIX + randomBytes(8).toString('hex'));
+    const temp = tempName(dir);
     try {
       await this.#writeTemp(temp, dir, parts);
       if (opts.overwrite) await rename(temp, path);
@@ -89,10 +89,7 @@ export class LocalBackend implements Backend {
       await fsyncDir(dir);
     } catch (err) {
       await unlink(temp).catch(() => {});
-      if (err instanceof CairnError) throw err;
-      throw new CairnError(`cannot write ${name} in ${this.location}: ${describe(err)}`, 'Fatal', {
-        cause: err,
-      });
+      throw this.#writeFailed(err, name);
     }
   }
 
@@ -103,14 +100,9 @@ export class LocalBackend implements Backend {
    */
   startObject(folder: string): ObjectWriter {
     const dir = this.#path(folder);
-    const temp = join(dir, TEMP_PREFIX + randomBytes(8).toString('hex'));
+    const temp = tempName(dir);
     let opened: Promise<FileHandle> | undefined;
     let end = 0;
-    const fail = (err: unknown, name = `a new object in ${folder}`) => {
-      if (err instanceof CairnError) return err;
-      const why = `cannot write ${name} in ${this.location}: ${describe(err)}`;
-      return new CairnError(why, 'Fatal', { cause: err });
-    };
     const handle = () => {
       opened ??= this.#openTemp(temp, dir);
       return opened;
@@ -126,7 +118,7 @@ export class LocalBackend implements Backend {
             done += bytesWritten;
           }
         } catch (err) {
-          throw fail(err);
+          throw this.#writeFailed(err, `a new object in ${folder}`);
         }
       },
       commit: async (name) => {
@@ -143,7 +135,7 @@ export class LocalBackend implements Backend {
           await fsyncDir(dirname(path));
         } catch (err) {
           await unlink(temp).catch(() => {});
-          throw fail(err, name);
+          throw this.#writeFailed(err, name);
         }
       },
       abort: async () => {
@@ -181,6 +173,13 @@ export class LocalBackend implements Backend {
   async close(): Promise<void> {
     this.#closed = true;
     this.#dirs.clear();
+  }
+
+  /** A failed write as the caller sees it: a CairnError naming the object and repository. */
+  #writeFailed(err: unknown, name: string): CairnError {
+    if (err instanceof CairnError) return err;
+    const why = `cannot write ${name} in ${this.location}: ${describe(err)}`;
+    return new CairnError(why, 'Fatal', { cause: err });
   }
 
   /** Creates the temp file, recreating directories once if they vanished since cached. */
@@ -335,6 +334,11 @@ async function readExactly(
     }
     got += bytesRead;
   }
+}
+
+/** A fresh temporary name in `dir`, which `list` skips. */
+function tempName(dir: string): string {
+  return join(dir, TEMP_PREFIX + randomBytes(8).toString('hex'));
 }
 
 /** writev may write less than asked; keep going from where it stopped. */
