@@ -8,6 +8,7 @@ import {
   timingSafeEqual,
 } from 'node:crypto';
 import { CairnError } from '../errors.js';
+import { asBuffer } from '../util/bytes.js';
 
 /**
  * Authenticated wrapping of every stored object. `open` detects any change to the sealed
@@ -142,8 +143,4 @@ function checkLength(sealed: Uint8Array, overhead: number, what: string): void {
       'Damaged',
     );
   }
-}
-
-function asBuffer(bytes: Uint8Array): Buffer {
-  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
 }

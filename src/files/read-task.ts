@@ -1,5 +1,6 @@
 import { Chunker, type ChunkerParams, isAllZero } from '../chunker/index.js';
 import type { BlobTaskOutput } from '../repo/blob-task.js';
+import { asBuffer } from '../util/bytes.js';
 import { type ReadFeed, readChunks } from './content.js';
 import { SourceError, sourceCall } from './fsmeta.js';
 import type { Xattr } from './tree.js';
@@ -64,7 +65,7 @@ export function createTask(init: ReadTaskInit) {
 }
 
 async function readOne(f: SmallFile, init: ReadTaskInit, feed: ArenaFeed, blobs: Uint8Array[]) {
-  const path = Buffer.from(f.path.buffer, f.path.byteOffset, f.path.byteLength);
+  const path = asBuffer(f.path);
   const parts: SmallPart[] = [];
   try {
     const xattrs = await sourceCall(path, () => readXattrs(path, 'file'));

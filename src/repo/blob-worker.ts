@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { parentPort, workerData } from 'node:worker_threads';
 import { AesGcmSealer, ChecksumSealer, keyedIdHasher, plainIdHasher } from '../crypto/index.js';
 import { CairnError, type ErrorCode } from '../errors.js';
+import { asBuffer } from '../util/bytes.js';
 import type { BlobLocation } from './blob.js';
 import { BlobDecoder, BlobEncoder } from './blob-codec.js';
 import type { BlobTaskOutput, CreateBlobTask } from './blob-task.js';
@@ -224,11 +225,6 @@ if (parentPort) {
 
 function errorCode(err: unknown): ErrorCode | undefined {
   return err instanceof CairnError ? err.code : undefined;
-}
-
-/** A Buffer over the same memory (Buffer.from(Uint8Array) would copy). */
-function asBuffer(a: Uint8Array): Buffer {
-  return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 }
 
 /** Transfer a result when it owns its memory; otherwise postMessage copies it. */

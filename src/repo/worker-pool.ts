@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { CairnError } from '../errors.js';
+import { asBuffer } from '../util/bytes.js';
 import type { BlobLocation } from './blob.js';
 import { workerModule } from './blob-task.js';
 import type {
@@ -248,11 +249,6 @@ function sealedBlobs(reply: BlobWorkerReply, into: Buffer | undefined): Sealed[]
     at += length;
     return { sealed, flags: reply.flags![i]! };
   });
-}
-
-/** A Buffer over the same memory (Buffer.from(Uint8Array) would copy). */
-function asBuffer(a: Uint8Array): Buffer {
-  return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 }
 
 /** Errors cross the thread boundary as text and code; rebuild the CairnError. */
