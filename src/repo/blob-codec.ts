@@ -62,11 +62,6 @@ export class BlobEncoder {
   }
 }
 
-/** One blob, with an encoder of its own (a zstd context each call: for rare blobs). */
-export function encodeBlob(data: Uint8Array, sealer: Sealer, level: number): EncodedBlob {
-  return new BlobEncoder(sealer, level).encode(data);
-}
-
 /** A blob's compression buffer is kept up to this size (the default chunker's max is 2 MiB). */
 const SCRATCH_MAX = 4 << 20;
 

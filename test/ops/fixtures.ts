@@ -7,7 +7,7 @@ import { displayText } from '../../src/files/paths.js';
 import { imageBackup } from '../../src/image/index.js';
 import type { Backend, ByteRange, WriteOptions } from '../../src/repo/backend/backend.js';
 import { LocalBackend } from '../../src/repo/backend/local.js';
-import { encodeBlob } from '../../src/repo/blob-codec.js';
+import { BlobEncoder } from '../../src/repo/blob-codec.js';
 import { PackBuilder, packName } from '../../src/repo/pack.js';
 import { Repository } from '../../src/repo/repository.js';
 import type { StoredSnapshot } from '../../src/repo/snapshot.js';
@@ -103,7 +103,7 @@ export async function dropLocks(repoDir: string): Promise<void> {
 /** A valid pack no index segment lists, as a backup killed before indexing it leaves one. */
 export async function writeStrayPack(repo: Repository): Promise<Buffer> {
   const data = randomBytes(100);
-  const { sealed, flags } = encodeBlob(data, repo.sealer, 1);
+  const { sealed, flags } = new BlobEncoder(repo.sealer, 1).encode(data);
   const builder = new PackBuilder();
   builder.add({ id: repo.hashId(data), type: 'data', flags, rawLength: data.length }, sealed);
   const { id, bytes } = await builder.finish(repo.sealer, async (b) =>
