@@ -1,7 +1,7 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import type { Sealer } from '../crypto/index.js';
 import type { ObjectWriter } from './backend/backend.js';
-import { encodeToc, type PackEntry, packName, paddingFor } from './pack.js';
+import { type PackEntry, packName, packTail } from './pack.js';
 
 /**
  * A pack written to the backend while it is built (`Backend.startObject`), in the format of
@@ -52,12 +52,7 @@ export class PackStream {
    */
   async finish(sealer: Sealer): Promise<{ id: Buffer; entries: PackEntry[] }> {
     try {
-      const toc = sealer.seal(encodeToc(this.entries));
-      const trailer = Buffer.alloc(4);
-      trailer.writeUInt32LE(toc.length);
-      void this.append(randomBytes(paddingFor(this.size + toc.length + trailer.length)));
-      void this.append(toc);
-      await this.append(trailer);
+      await Promise.all(packTail(this.entries, this.size, sealer).map((b) => this.append(b)));
       this.chain = this.chain.then(() => this.flush());
       await this.chain;
       await Promise.all(this.writes);

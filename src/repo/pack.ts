@@ -100,12 +100,7 @@ export class PackBuilder {
     sealer: Sealer,
     sha256: (bytes: Buffer) => Promise<Buffer>,
   ): Promise<{ id: Buffer; bytes: Buffer; entries: PackEntry[] }> {
-    const toc = sealer.seal(encodeToc(this.entries));
-    const trailer = Buffer.alloc(4);
-    trailer.writeUInt32LE(toc.length);
-    this.append(randomBytes(paddingFor(this.size + toc.length + trailer.length)));
-    this.append(toc);
-    this.append(trailer);
+    for (const b of packTail(this.entries, this.size, sealer)) this.append(b);
     const bytes = this.buf.subarray(0, this.size);
     return { id: await sha256(bytes), bytes, entries: this.entries };
   }
@@ -122,6 +117,17 @@ export class PackBuilder {
 }
 
 /**
+ * What follows a pack's `size` bytes of blobs: random padding (see PACK_PADDING), the sealed
+ * table of contents of `entries`, and the TOC's length as a little-endian u32.
+ */
+export function packTail(entries: readonly PackEntry[], size: number, sealer: Sealer): Buffer[] {
+  const toc = sealer.seal(encodeToc(entries));
+  const trailer = Buffer.alloc(4);
+  trailer.writeUInt32LE(toc.length);
+  return [randomBytes(paddingFor(size + toc.length + trailer.length)), toc, trailer];
+}
+
+/**
  * Packs are padded with random bytes (between the last blob and the TOC) to a multiple of
  * 64 KiB, so a pack holding one chunk — the last of a small backup — does not give away
  * that chunk's exact size, the input of the 2025 attacks on keyed content-defined
@@ -129,7 +135,7 @@ export class PackBuilder {
  */
 export const PACK_PADDING = 64 << 10;
 
-export function paddingFor(size: number): number {
+function paddingFor(size: number): number {
   return (PACK_PADDING - (size % PACK_PADDING)) % PACK_PADDING;
 }
 
