@@ -5,7 +5,7 @@ import { ChunkFetcher } from '../repo/chunk-fetcher.js';
 import type { Repository } from '../repo/repository.js';
 import type { Snapshot } from '../repo/snapshot.js';
 import { loadManifest, ManifestIndex, type PlacedEntry } from './manifest-reader.js';
-import { openTarget, type RestoreTarget, readTarget } from './target.js';
+import { discardTarget, openTarget, type RestoreTarget, readTarget } from './target.js';
 import { verifyTarget } from './verify.js';
 import { OrderedWindow } from './window.js';
 
@@ -82,7 +82,12 @@ export async function restoreImage(
       // From remote storage, each pack is read once, whole, unless a delta restore skips most.
       const wholePacks = !opts.delta && repo.backend.traits?.remote === true;
       const fetcher = new ChunkFetcher(repo.backend, store, { wholePacks });
-      const result = await writeImage(repo.hashId, fetcher, index, t, opts);
+      const result = await writeImage(repo.hashId, fetcher, index, t, opts).catch(
+        async (err: unknown) => {
+          await discardTarget(t);
+          throw err;
+        },
+      );
       // A device is synced before we report success (it may be unplugged next); a file is
       // left to writeback like any copy: syncing 1 GiB doubled restore time here.
       if (t.kind === 'file') await t.fh.truncate(index.size);

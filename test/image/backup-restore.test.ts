@@ -50,6 +50,16 @@ describe('image backup and restore', () => {
     expect(st.blocks * 512).toBeLessThan(data.length - 3_000_000);
   });
 
+  it('leaves no full-size file behind when a restore onto a new file fails', async () => {
+    const { snap } = await imageOf(randomBytes(300_000));
+    const target = join(fixture.dir, 'interrupted');
+    const signal = AbortSignal.abort();
+    await expect(restoreImage(fixture.repo, snap, target, { signal })).rejects.toThrow(
+      /interrupted/,
+    );
+    expect((await stat(target)).size).toBe(0);
+  });
+
   it('stores little for a second image after a small change; counts changed bytes', async () => {
     const data = bytesWithZeroRuns(40, 100_000);
     const first = await imageOf(data, 'disk');
