@@ -153,7 +153,11 @@ export async function* readFileContent(store: BlobStore, entry: TreeEntry): Asyn
  * Reads a copy of a file back through `fd` (opened for reading) and checks every chunk against
  * its ID and every hole for zeros (restore --verify). Throws a Damaged error naming the first difference.
  */
-export function verifyFile(hashId: IdHasher, fd: number, entry: TreeEntry): void {
+export function verifyFile(
+  hashId: IdHasher,
+  fd: number,
+  entry: Pick<TreeEntry, 'size' | 'content'>,
+): void {
   const { size } = fstatSync(fd);
   if (size !== entry.size) {
     throw new CairnError(`verify: restored size ${size} differs from ${entry.size}`, 'Damaged');

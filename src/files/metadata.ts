@@ -1,10 +1,18 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { constants, fchmodSync, fchownSync, futimesSync, readFileSync } from 'node:fs';
+import {
+  constants,
+  fchmodSync,
+  fchownSync,
+  futimesSync,
+  lstatSync,
+  readFileSync,
+  unlinkSync,
+} from 'node:fs';
 import { chmod, chown, lstat, mkdir, open, rename, unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { setAttribute } from 'fs-xattr';
+import { setAttributeSync } from 'fs-xattr';
 import { CairnError } from '../errors.js';
 import type { TreeEntry, Xattr } from './tree.js';
 
@@ -60,7 +68,7 @@ function readUmask(): number | undefined {
 }
 
 /** A new file is created with its final permission bits, so fchmod is mostly not needed. */
-export function creationMode(entry: TreeEntry): number {
+export function creationMode(entry: Pick<TreeEntry, 'mode'>): number {
   return entry.mode & 0o777;
 }
 
@@ -78,24 +86,27 @@ export function utimesArg(ns: bigint): string {
   return String(Number(us / 1_000_000n) + (Number(us % 1_000_000n) + half) / 1e6);
 }
 
+/** What `applyFileMetadata` needs of a tree entry. */
+export type FileMetadata = Pick<TreeEntry, 'mode' | 'uid' | 'gid' | 'mtimeNs' | 'xattrs'>;
+
 /**
  * Metadata of a regular file just created (with `creationMode`) through its open descriptor:
  * owner and mode only where creation did not already give them (`groupInherited`: its
  * directory is setgid, so the group is not ours), xattrs, then times. The system calls are
  * synchronous: see restoreFile in restorer.ts for why.
  */
-export async function applyFileMetadata(
+export function applyFileMetadata(
   fd: number,
-  entry: TreeEntry,
+  entry: FileMetadata,
   opts: MetadataOptions,
   groupInherited: boolean,
-): Promise<void> {
+): void {
   const ours = entry.uid === opts.uid && entry.gid === opts.gid && !groupInherited;
   // chown before chmod: chown clears the setuid and setgid bits.
   if (opts.privileged && !ours) fchownSync(fd, entry.uid, entry.gid);
   const special = entry.mode & 0o7000;
   if (special || opts.umask === undefined || entry.mode & opts.umask) fchmodSync(fd, entry.mode);
-  if (entry.xattrs.length > 0) await setXattrs(`/proc/self/fd/${fd}`, entry.xattrs, opts);
+  if (entry.xattrs.length > 0) setXattrs(`/proc/self/fd/${fd}`, entry.xattrs, opts);
   const t = utimesArg(entry.mtimeNs);
   futimesSync(fd, t, t);
 }
@@ -111,7 +122,7 @@ export async function applyPathMetadata(
     const proc = `/proc/self/fd/${fh.fd}`;
     if (opts.privileged) await chown(proc, entry.uid, entry.gid);
     if (entry.type !== 'symlink') await chmod(proc, entry.mode);
-    await setXattrs(proc, entry.xattrs, opts);
+    setXattrs(proc, entry.xattrs, opts);
     const t = utimesArg(entry.mtimeNs);
     await utimes(proc, t, t);
   } finally {
@@ -119,14 +130,15 @@ export async function applyPathMetadata(
   }
 }
 
-async function setXattrs(proc: string, xattrs: Xattr[], opts: MetadataOptions): Promise<void> {
+/** Synchronous: a few small system calls, cheaper than a trip through the thread pool. */
+function setXattrs(proc: string, xattrs: Xattr[], opts: MetadataOptions): void {
   for (const x of xattrs) {
     const name = x.name.toString('utf8');
     if (!opts.privileged && /^(trusted|security)\./.test(name)) continue;
     if (!Buffer.from(name).equals(x.name)) {
       throw new CairnError(`xattr name ${JSON.stringify(name)} is not UTF-8 and cannot be set`);
     }
-    await setAttribute(proc, name, x.value);
+    setAttributeSync(proc, name, x.value);
   }
 }
 
@@ -176,17 +188,32 @@ function devNumbers(entry: TreeEntry): [string, string] {
  * Runs a create-like operation; if something is in the way, removes it (unless it is a
  * directory) and tries once more. A symlink in the way is removed, never followed.
  */
-export async function replacing<T>(dest: Buffer, create: () => T | Promise<T>): Promise<T> {
+export async function replacing<T>(dest: Buffer, create: () => Promise<T>): Promise<T> {
   try {
     return await create();
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    clearTheWay(dest, err);
   }
-  if ((await lstat(dest)).isDirectory()) {
+  return create();
+}
+
+/** `replacing` for a synchronous create, as on the restore workers. */
+export function replacingSync<T>(dest: Buffer, create: () => T): T {
+  try {
+    return create();
+  } catch (err) {
+    clearTheWay(dest, err);
+  }
+  return create();
+}
+
+/** After a create failed with `err`: removes what is in the way, or rethrows. */
+function clearTheWay(dest: Buffer, err: unknown): void {
+  if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  if (lstatSync(dest).isDirectory()) {
     throw new CairnError('a directory is in the way: remove it to restore this entry');
   }
-  await unlink(dest);
-  return create();
+  unlinkSync(dest);
 }
 
 /**

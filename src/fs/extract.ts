@@ -204,7 +204,7 @@ class Extractor {
         await verify(fh, e);
         this.counts.verified++;
       }
-      await applyFileMetadata(fh.fd, entry, this.meta, dir.setgid);
+      applyFileMetadata(fh.fd, entry, this.meta, dir.setgid);
     } finally {
       await fh.close();
     }

@@ -200,6 +200,11 @@ export class BlobStore {
     return { result: run.result as R, blobs };
   }
 
+  /** Runs `task`, which makes no blobs, on the least busy worker: its result. */
+  async runTask<A, R>(task: BlobTask<A, R>, args: A): Promise<R> {
+    return (await this.hashFromTask(task, args)).result;
+  }
+
   /** Runs `task` as `putFromTask` does and stores nothing: its result and blob IDs. */
   async hashFromTask<A, R>(
     task: BlobTask<A, R>,

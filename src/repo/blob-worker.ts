@@ -179,7 +179,8 @@ if (parentPort) {
         return reply({ job: msg.job, failures: openInto(msg) });
       case 'load': {
         const loading = import(msg.module).then(
-          (m: { createTask: CreateBlobTask<unknown, unknown, unknown> }) => m.createTask(msg.init),
+          (m: { createTask: CreateBlobTask<unknown, unknown, unknown> }) =>
+            m.createTask(msg.init, { hashId }),
         );
         loading.catch(() => undefined); // reported to each run that needs it
         tasks.set(msg.task, loading as Promise<(args: unknown) => unknown>);

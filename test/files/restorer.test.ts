@@ -217,6 +217,27 @@ describe('restore', () => {
     expect(await readFile(join(restored(), 'good'), 'utf8')).toBe('fine');
   });
 
+  it('replaces what is in the way of a small file, reporting only a directory', async () => {
+    for (const name of ['blocked', 'plain', 'linked', 'other']) {
+      await writeFile(join(src, name), `new ${name}`);
+    }
+    const snap = await snapshotDir(t.repo, src);
+    await mkdir(join(restored(), 'blocked', 'inside'), { recursive: true });
+    await writeFile(join(restored(), 'plain'), 'old contents, longer than the new');
+    const outside = join(d.path, 'outside');
+    await writeFile(outside, 'untouched');
+    await symlink(outside, join(restored(), 'linked'));
+    const { summary, errors } = await run(snap);
+    expect(summary.errors).toBe(1);
+    expect(errors[0]).toMatchObject({ type: 'error', path: Buffer.from(`${src}/blocked`) });
+    expect((errors[0] as { message: string }).message).toMatch(/directory is in the way/);
+    for (const name of ['plain', 'linked', 'other']) {
+      expect(await readFile(join(restored(), name), 'utf8')).toBe(`new ${name}`);
+    }
+    expect((await lstat(join(restored(), 'linked'))).isFile()).toBe(true);
+    expect(await readFile(outside, 'utf8')).toBe('untouched');
+  });
+
   it("reads a large file's chunks a few at a time, neighbours in a pack with one read", async () => {
     const data = randomBytes(12 << 20);
     await writeFile(join(src, 'large'), data);
