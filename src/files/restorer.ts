@@ -69,8 +69,9 @@ export interface RestoreSummary {
  * 32 MiB of chunk memory; 16 entries at once hide per-file syscall latency. Small files are
  * restored in batches whose chunks are requested together, so the fetcher reads a pack's
  * neighbouring blobs at once, and which a worker then writes. Four batches of up to 128
- * files in flight (≤ 32 MiB of chunks) keep both workers busy: restoring the bench tree onto
- * a fresh ext4, 14.8/15.1/17.5 s against 16.0/17.4/17.3 s with two of 256 (restic 16.9-17.4 s).
+ * files in flight (≤ 32 MiB of chunks) keep both workers busy: restoring the bench tree
+ * onto a fresh ext4 took 14.8/15.1/17.5 s, against 16.0/17.4/17.3 s with two batches of
+ * 256 (restic 16.9-17.4 s).
  */
 const CHUNK_GROUP = 8;
 /** Chunks below this are written synchronously (see restoreFile). */
@@ -381,8 +382,8 @@ class Restorer {
   }
 
   /** Gives the fetcher back the memory of a file's chunks. */
-  private releaseAll(chunks: (Buffer | Uint8Array | undefined)[]): void {
-    for (const chunk of chunks) if (chunk) this.fetcher.release(chunk as Buffer);
+  private releaseAll(chunks: readonly (Uint8Array | undefined)[]): void {
+    for (const chunk of chunks) if (chunk) this.fetcher.release(chunk);
   }
 
   /** Starts restoring one entry once a slot is free; `done`: its task, which never fails. */

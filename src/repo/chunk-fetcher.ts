@@ -144,7 +144,7 @@ export class ChunkFetcher {
   }
 
   /** Gives back a chunk `lend` returned; its memory is reused. */
-  release(data: Buffer): void {
+  release(data: Uint8Array): void {
     this.plainBuffers.release(data);
   }
 
