@@ -291,7 +291,13 @@ export class ChunkFetcher {
       return;
     }
     if (!req.lent) {
-      req.resolve(Buffer.from(data));
+      // Not Buffer.from, whose copy out of shared memory ran at 1764 MiB/s against 2790 for
+      // this (1 MiB, one core); in the mount's read-ahead it was 0.59 s of the main thread's
+      // 1.9 s for 300 MB. A 300 MB file read through the mount with dd: 124-157 MB/s (median
+      // 139 of 8) before, 141-192 (median 158 of 5) after; restic mount 124-140.
+      const own = Buffer.allocUnsafeSlow(data.length);
+      data.copy(own);
+      req.resolve(own);
       return;
     }
     this.plainBuffers.retain(data);
