@@ -6,6 +6,7 @@ import { asBuffer } from '../util/bytes.js';
 import type { BlobLocation } from './blob.js';
 import { BlobDecoder, BlobEncoder } from './blob-codec.js';
 import type { BlobTaskOutput, CreateBlobTask } from './blob-task.js';
+import { madeGarbage } from './worker-gc.js';
 
 export interface BlobWorkerInit {
   /** AES-256-GCM key, or null for an unencrypted repository. */
@@ -126,6 +127,7 @@ if (parentPort) {
     }
     if (out === into) reply({ job, lengths, flags });
     else reply({ job, sealed: out, lengths, flags }, [out.buffer as ArrayBuffer]);
+    madeGarbage(at);
   };
 
   const produce = async (msg: { job: number; task: number; args: unknown }) => {
@@ -176,7 +178,8 @@ if (parentPort) {
         return reply({ job: msg.job, data }, ownedBuffer(data));
       }
       case 'open-into':
-        return reply({ job: msg.job, failures: openInto(msg) });
+        reply({ job: msg.job, failures: openInto(msg) });
+        return madeGarbage(msg.blobs.reduce((n, b) => n + b.length, 0));
       case 'load': {
         const loading = import(msg.module).then(
           (m: { createTask: CreateBlobTask<unknown, unknown, unknown> }) =>
