@@ -7,11 +7,13 @@ import { CairnError, shortHex } from '../errors.js';
 import { type BlobType, hex } from '../repo/blob.js';
 import type { BlobStore, BlobStoreStats, PutResult } from '../repo/blob-store.js';
 import type { BlobTask } from '../repo/blob-task.js';
+import type { Lock } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
 import { byTime, resolveRef, type StoredSnapshot } from '../repo/snapshot.js';
 import { Excludes } from './excludes.js';
 import { OwnerNames } from './fsmeta.js';
 import { childPath } from './paths.js';
+import { StatAhead } from './stat-ahead.js';
 import { TreeWalker } from './walker.js';
 
 export interface BackupOptions {
@@ -105,8 +107,15 @@ export async function* backup(
   const started = new Date();
   const sources = await checkSources(paths);
   const excludes = await Excludes.load(opts.exclude ?? [], opts.excludeFiles ?? []);
-  const lock = opts.dryRun ? undefined : await repo.lock(false, 'backup');
+  const forest = pathForest(sources);
+  // Started first: the lock, the parent and the index take a while to open.
+  const ahead = new StatAhead(forest, {
+    excludes: excludes?.patterns ?? [],
+    oneFileSystem: opts.oneFileSystem === true,
+  });
+  let lock: Lock | undefined;
   try {
+    lock = opts.dryRun ? undefined : await repo.lock(false, 'backup');
     const host = opts.host ?? hostname();
     const parent = await findParent(repo, sources, host, opts.parent);
     const store = await repo.blobs();
@@ -125,7 +134,7 @@ export async function* backup(
       report: (e) => events.push(e),
     });
     const parentRoot = parent && Buffer.from(parent.root, 'hex');
-    const root = yield* walk(walker, events, pathForest(sources), parentRoot, sink, opts);
+    const root = yield* walk(walker, events, forest, parentRoot, sink, opts);
     await sink.flush();
     const after = statsOf(sink);
     const summary: BackupSummary = {
@@ -154,6 +163,7 @@ export async function* backup(
     }
     return summary;
   } finally {
+    await ahead.stop();
     await lock?.release();
   }
 }

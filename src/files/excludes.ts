@@ -19,7 +19,7 @@ export class Excludes {
   private selector: PathSelector;
   private tested = 0;
 
-  private constructor(private readonly patterns: string[]) {
+  private constructor(readonly patterns: readonly string[]) {
     this.selector = new PathSelector({ exclude: patterns });
   }
 
