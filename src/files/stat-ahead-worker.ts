@@ -2,7 +2,7 @@ import { lstatSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { asBuffer } from '../util/bytes.js';
 import { Excludes } from './excludes.js';
-import { listDir } from './fsmeta.js';
+import { listDir, type WalkEntry } from './fsmeta.js';
 import type { StatAheadInit, StatAheadReport } from './stat-ahead.js';
 
 /*
@@ -30,7 +30,7 @@ if (parentPort) {
     // Directories still to list, the next one last: popped in the walk's order.
     const stack: Buffer[] = [root];
     for (let dir = stack.pop(); dir; dir = stack.pop()) {
-      let entries: Awaited<ReturnType<typeof listDir>>['entries'];
+      let entries: WalkEntry[];
       try {
         ({ entries } = await listDir(dir, excludes));
       } catch {
