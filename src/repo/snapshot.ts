@@ -39,7 +39,14 @@ export async function saveSnapshot(
 ): Promise<string> {
   const json = Buffer.from(JSON.stringify(snap));
   const id = hex(hashId(json));
-  await backend.write(`snapshots/${id}`, sealer.seal(json));
+  try {
+    await backend.write(`snapshots/${id}`, sealer.seal(json));
+  } catch (err) {
+    // Already stored with these very contents (two identical backups finished in the same
+    // millisecond): its ID names its contents, so that snapshot is this one.
+    const stored = await loadSnapshot(backend, sealer, hashId, id).catch(() => undefined);
+    if (!stored) throw err;
+  }
   return id;
 }
 

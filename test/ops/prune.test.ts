@@ -196,7 +196,9 @@ describe('prune with blobs stored twice', () => {
     await writeTree(src, randomFiles(['x', 'y'], 64 << 10));
     const a = await openRepo(dir, cache());
     const b = await openRepo(dir, cache());
-    const ids = await Promise.all([backupDir(a, src), backupDir(b, src)]);
+    // Tagged apart: two untagged backups of the same tree finishing in the same millisecond
+    // would be one and the same snapshot.
+    const ids = await Promise.all([backupDir(a, src, ['a']), backupDir(b, src, ['b'])]);
     await b.close();
     const sizeBefore = sum(await files(dir, 'data'));
     const r = await prune(a, { maxUnused: { bytes: 0 } });

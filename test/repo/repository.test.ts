@@ -57,6 +57,22 @@ describe('repository', () => {
     expect(() => resolveRef('latest', snaps, { host: 'other' })).toThrow(/no snapshot/);
   });
 
+  it('saves a snapshot identical to a stored one as that one', async () => {
+    t = await makeRepo();
+    const snap = {
+      hostname: 'h',
+      username: 'u',
+      tags: [],
+      root: 'cd'.repeat(32),
+      size: 1,
+      time: '2026-03-01T00:00:00.000Z',
+      kind: 'files' as const,
+    };
+    const [a, b] = await Promise.all([t.repo.saveSnapshot(snap), t.repo.saveSnapshot(snap)]);
+    expect(b).toBe(a);
+    expect((await t.repo.listSnapshots()).map((s) => s.id)).toEqual([a]);
+  });
+
   it('gives callers that open the blob store at once one store over a synced index', async () => {
     t = await makeRepo();
     const store = await t.repo.blobs();
