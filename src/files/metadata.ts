@@ -67,6 +67,15 @@ function readUmask(): number | undefined {
   }
 }
 
+/**
+ * Open flags for a regular file to restore: created, never over what is there nor through a
+ * symlink (see `replacing`); verifying reads it back.
+ */
+export function createFlags(verify: boolean): number {
+  const access = verify ? constants.O_RDWR : constants.O_WRONLY;
+  return access | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+}
+
 /** A new file is created with its final permission bits, so fchmod is mostly not needed. */
 export function creationMode(entry: Pick<TreeEntry, 'mode'>): number {
   return entry.mode & 0o777;

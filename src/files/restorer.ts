@@ -12,6 +12,7 @@ import { Semaphore } from '../util/semaphore.js';
 import { decodeTreeBlob, HardlinkTracker, rootTreeId } from './browse.js';
 import {
   applyPathMetadata,
+  createFlags,
   creationMode,
   defaultMetadataOptions,
   type MetadataOptions,
@@ -22,7 +23,6 @@ import {
 import { childPath, PathSelector, relativeText, rootPath, type SelectOptions } from './paths.js';
 import type { Tree, TreeEntry } from './tree.js';
 import {
-  createFlags,
   type FileToWrite,
   failureText,
   finishFile,
@@ -343,7 +343,7 @@ class Restorer {
     const files: FileToWrite[] = [];
     const sent: Job[] = [];
     for (const job of batch) {
-      const got = await Promise.allSettled(job.chunks!.map((c) => c ?? Promise.resolve(undefined)));
+      const got = await Promise.allSettled(job.chunks!);
       const chunks = got.map((g) => (g.status === 'fulfilled' ? g.value : undefined));
       const failed = got.find((g) => g.status === 'rejected');
       if (failed) {

@@ -1,4 +1,4 @@
-import { closeSync, constants, ftruncateSync, openSync, writeSync } from 'node:fs';
+import { closeSync, ftruncateSync, openSync, writeSync } from 'node:fs';
 import type { IdHasher } from '../crypto/index.js';
 import { CairnError } from '../errors.js';
 import type { BlobTaskOutput, BlobWorkerContext } from '../repo/blob-task.js';
@@ -6,6 +6,7 @@ import { asBuffer } from '../util/bytes.js';
 import { verifyFile } from './browse.js';
 import {
   applyFileMetadata,
+  createFlags,
   creationMode,
   type MetadataOptions,
   replacingSync,
@@ -43,13 +44,6 @@ export interface FileToWrite {
 
 /** For each file: why it could not be restored, or null. */
 export type WriteResults = (string | null)[];
-
-export const CREATE_FLAGS = constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
-
-/** Open flags for a file to restore: verifying reads it back. */
-export function createFlags(verify: boolean): number {
-  return (verify ? constants.O_RDWR : constants.O_WRONLY) | CREATE_FLAGS;
-}
 
 export function createTask(init: WriteTaskInit, worker: BlobWorkerContext) {
   return (files: FileToWrite[]): BlobTaskOutput<WriteResults> => ({

@@ -1,4 +1,3 @@
-import { constants } from 'node:fs';
 import { type FileHandle, link, mkdir, open, stat, symlink } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { CairnError } from '../errors.js';
@@ -6,6 +5,7 @@ import { HardlinkTracker } from '../files/browse.js';
 import {
   applyFileMetadata,
   applyPathMetadata,
+  createFlags,
   creationMode,
   defaultMetadataOptions,
   type MetadataOptions,
@@ -48,7 +48,6 @@ interface Dir {
   setgid: boolean;
 }
 
-const CREATE = constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 /**
  * Entries restored at once: most of a small file's time is waiting on the filesystem
  * (open, write, chown, chmod, utimes), so 16 at a time hide that latency (as file restore).
@@ -190,7 +189,7 @@ class Extractor {
   }
 
   private async restoreFile(e: WalkEntry, entry: TreeEntry, dest: Buffer, dir: Dir) {
-    const flags = CREATE | (this.opts.verify ? constants.O_RDWR : constants.O_WRONLY);
+    const flags = createFlags(this.opts.verify === true);
     const fh = await replacing(dest, () => open(dest, flags, creationMode(entry)));
     try {
       let end = 0;
