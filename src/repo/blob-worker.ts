@@ -25,7 +25,8 @@ export type BlobWorkerRequest =
   /** SHA-256 of `data` (a pack), and its MD5 when asked (a backend sends it with the body). */
   | { op: 'digests'; job: number; data: Uint8Array; md5?: boolean }
   /** Imports a task module (see blob-task.ts); its runs wait for it. No reply. */
-  | { op: 'load'; task: number; module: string; init: unknown }
+  /** Imports a task module; the reply (no error even if it failed) says it is settled. */
+  | { op: 'load'; job: number; task: number; module: string; init: unknown }
   /** Runs a task: its blobs are hashed and held, as with `hash`, until `seal-some`/`drop`. */
   | { op: 'produce'; job: number; task: number; args: unknown }
   /** Seals the held blobs of a `produce` job at the given indices, drops the rest. */
@@ -185,7 +186,9 @@ if (parentPort) {
           (m: { createTask: CreateBlobTask<unknown, unknown, unknown> }) =>
             m.createTask(msg.init, { hashId }),
         );
-        loading.catch(() => undefined); // reported to each run that needs it
+        // A failure is reported to each run that needs it.
+        const settled = () => reply({ job: msg.job });
+        loading.then(settled, settled);
         tasks.set(msg.task, loading as Promise<(args: unknown) => unknown>);
         return;
       }

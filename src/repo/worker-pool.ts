@@ -39,6 +39,8 @@ export class BlobWorkerPool {
   /** Task runs on each worker not yet sealed or dropped: a new run goes to the least busy. */
   private readonly runs: number[] = [];
   private nextJob = 1;
+  /** Task-module imports sent to the workers, each settling once that import has. */
+  private readonly loading: Promise<unknown>[] = [];
   private nextTask = 1;
   private failure: Error | undefined;
 
@@ -58,8 +60,10 @@ export class BlobWorkerPool {
   /** Imports a task module on every worker (see blob-task.ts); returns the task's number. */
   loadTask(module: URL, init: unknown): number {
     const task = this.nextTask++;
-    const msg: BlobWorkerRequest = { op: 'load', task, module: module.href, init };
-    for (const w of this.workers) w.postMessage(msg);
+    for (let worker = 0; worker < this.workers.length; worker++) {
+      const msg = { op: 'load', job: this.nextJob++, task, module: module.href, init } as const;
+      this.loading.push(this.request(worker, msg).catch(() => undefined));
+    }
     return task;
   }
 
@@ -189,12 +193,15 @@ export class BlobWorkerPool {
   }
 
   async close(): Promise<void> {
+    // Not while a worker imports a task module: terminating a thread while a native addon
+    // it imports (fs-xattr) initialises aborts the whole process.
+    await Promise.all(this.loading);
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
 
   private request(
     worker: number,
-    msg: Exclude<BlobWorkerRequest, { op: 'load' }>,
+    msg: BlobWorkerRequest & { job: number },
     transfer: ArrayBuffer[] = [],
   ): Promise<BlobWorkerReply> {
     if (this.failure) return Promise.reject(this.failure);
